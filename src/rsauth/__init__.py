@@ -1,0 +1,39 @@
+"""rsauth: connections to Amazon Redshift Serverless without handling passwords."""
+
+from __future__ import annotations
+
+import logging
+
+from rsauth._api import connect, get_credentials
+from rsauth._broker import Broker
+from rsauth._credentials import Credentials
+from rsauth._errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    NotFoundError,
+    NotSuperuserError,
+    RsauthError,
+    ServiceError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthenticationError",
+    "Broker",
+    "ConfigurationError",
+    "ConnectError",
+    "Credentials",
+    "NotFoundError",
+    "NotSuperuserError",
+    "RsauthError",
+    "ServiceError",
+    "__version__",
+    "connect",
+    "get_credentials",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

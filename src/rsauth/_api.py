@@ -1,0 +1,125 @@
+"""Module-level ``connect()`` and ``get_credentials()`` on one process-wide Broker."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rsauth._broker import Broker
+from rsauth._credentials import Credentials
+
+if TYPE_CHECKING:
+    from redshift_connector.core import Connection
+
+__all__ = ["connect", "default_broker", "get_credentials"]
+
+# Guards the creation of the default Broker.
+_lock = threading.Lock()
+_default: Broker | None = None
+
+
+def default_broker() -> Broker:
+    """The process-wide Broker behind :func:`connect`, made on first use."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = Broker()
+        return _default
+
+
+def _reset_lock_in_child() -> None:
+    # A thread of the parent may have held the lock at fork time; the Broker resets itself.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
+def connect(
+    *,
+    workgroup: str | None = None,
+    custom_domain: str | None = None,
+    database: str | None = None,
+    method: str | None = None,
+    duration: int | None = None,
+    secret_id: str | None = None,
+    role_arn: str | None = None,
+    db_roles: Sequence[str] | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    fallback: bool | None = None,
+    **driver_kwargs: Any,
+) -> Connection:
+    """A ``redshift_connector`` connection to a Redshift Serverless workgroup.
+
+    Picks the login method (``method="auto"``: user+password → password,
+    secret_id → secret, else iam), fetches and caches the login, refreshes it
+    before it expires, and connects over TLS with ``sslmode="verify-full"``.
+    Every keyword not listed here is passed to ``redshift_connector.connect``
+    after checking it is one of its parameters. Options not given come from
+    ``RSAUTH_*`` environment variables, then defaults.
+    """
+    return default_broker().connect(
+        workgroup=workgroup,
+        custom_domain=custom_domain,
+        database=database,
+        method=method,
+        duration=duration,
+        secret_id=secret_id,
+        role_arn=role_arn,
+        db_roles=db_roles,
+        user=user,
+        password=password,
+        host=host,
+        port=port,
+        region=region,
+        profile=profile,
+        fallback=fallback,
+        **driver_kwargs,
+    )
+
+
+def get_credentials(
+    *,
+    workgroup: str | None = None,
+    custom_domain: str | None = None,
+    database: str | None = None,
+    method: str | None = None,
+    duration: int | None = None,
+    secret_id: str | None = None,
+    role_arn: str | None = None,
+    db_roles: Sequence[str] | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    fallback: bool | None = None,
+) -> Credentials:
+    """The current :class:`Credentials` for a workgroup (cached, refreshed ahead of expiry)."""
+    return default_broker().credentials(
+        workgroup=workgroup,
+        custom_domain=custom_domain,
+        database=database,
+        method=method,
+        duration=duration,
+        secret_id=secret_id,
+        role_arn=role_arn,
+        db_roles=db_roles,
+        user=user,
+        password=password,
+        host=host,
+        port=port,
+        region=region,
+        profile=profile,
+        fallback=fallback,
+    )

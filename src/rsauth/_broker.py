@@ -1,0 +1,709 @@
+"""The Broker: picks a login method, caches logins and endpoints, opens connections.
+
+One call goes: resolve and validate the options (no network) → find the AWS
+identity and region → get the login from the refresh-ahead cache (fetching
+through a source from ``_sources`` when due) → find the endpoint → open the
+connection, retrying transient network failures with backoff, and on a
+refused login dropping the credential and trying a fresh one (and a secret's
+``AWSPENDING`` version) a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import boto3
+import redshift_connector
+from botocore.config import Config
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from rsauth._cache import Lease, RefreshCache
+from rsauth._config import SETTING_NAMES, Options, check_host, resolve, resolve_region
+from rsauth._credentials import Credentials
+from rsauth._driver import (
+    check_driver_kwargs,
+    is_login_refused,
+    is_tls_failure,
+    is_transient,
+    server_error,
+    with_tls,
+)
+from rsauth._endpoint import DEFAULT_PORT, Endpoints, Workgroup
+from rsauth._errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    NotFoundError,
+    RsauthError,
+)
+from rsauth._sessions import SessionKey, Sessions
+from rsauth._sources import AwsContext, Login
+from rsauth._sources.iam import IamSource
+from rsauth._sources.password import PasswordSource
+from rsauth._sources.secret import SecretSource, admin_secret_arn
+from rsauth._sources.superuser import SuperuserSource, verify_superuser
+
+if TYPE_CHECKING:
+    from redshift_connector.core import Connection
+
+__all__ = ["Broker", "ConnectionOrigin", "CredentialKey", "connection_origin"]
+
+logger = logging.getLogger("rsauth")
+
+DEFAULT_DATABASE = "dev"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CredentialKey(NamedTuple):
+    """What tells cached logins apart. Never holds a secret: ``identity`` is an access key id."""
+
+    identity: str
+    profile: str | None
+    region: str
+    workgroup: str | None
+    custom_domain: str | None
+    database: str | None
+    method: str
+    duration: int
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+    secret_id: str | None
+    user: str | None
+
+
+class EndpointKey(NamedTuple):
+    """What tells cached workgroup lookups apart (the name last, for log lines)."""
+
+    identity: str
+    profile: str | None
+    region: str
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+    workgroup: str
+
+
+def _describe(key: CredentialKey) -> str:
+    where = (
+        f"custom domain {key.custom_domain!r}"
+        if key.custom_domain
+        else f"workgroup {key.workgroup!r}"
+        if key.workgroup
+        else f"secret {key.secret_id!r}"
+    )
+    role = f" as {key.role_arn}" if key.role_arn else ""
+    return f"{key.method} login for {where} in {key.region}{role}"
+
+
+@dataclass(frozen=True)
+class ConnectionOrigin:
+    """Where a connection returned by :meth:`Broker.connect` came from."""
+
+    broker: Broker
+    workgroup: str | None
+    custom_domain: str | None
+    database: str
+    user: str
+    method: str
+
+
+# Connections opened by any Broker, remembered without keeping them alive.
+_ORIGINS: weakref.WeakKeyDictionary[Any, ConnectionOrigin] = weakref.WeakKeyDictionary()
+
+
+def connection_origin(connection: object) -> ConnectionOrigin | None:
+    """The broker, workgroup and login a connection was opened with, if rsauth opened it."""
+    return _ORIGINS.get(connection)
+
+
+@dataclass(frozen=True)
+class _Aws:
+    """The AWS side of one call: who, where, and the cache key of its login."""
+
+    identity: str
+    region: str
+    session_key: SessionKey
+    context: AwsContext
+    key: CredentialKey
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One resolved request; ``resolved_aws`` is ``None`` only for a password login to host=."""
+
+    options: Options
+    profile: str | None
+    resolved_aws: _Aws | None = None
+
+    @property
+    def aws(self) -> _Aws:
+        assert self.resolved_aws is not None, "this call needs no AWS identity"
+        return self.resolved_aws
+
+
+class _Refused(Exception):
+    """Internal: the database refused a login; carries which one."""
+
+    def __init__(self, login: Login) -> None:
+        super().__init__(login.user)
+        self.login = login
+
+
+class Broker:
+    """Hands out database logins and connections for Redshift Serverless.
+
+    ``session`` is the base boto3 session (default: one from the environment);
+    sessions for another ``profile`` or for ``role_arn``/``db_roles`` are derived
+    and cached. ``region`` and ``profile`` are defaults for every call. ``clock``
+    (returning an aware datetime), ``sleep`` and ``environ`` are injectable for
+    tests. Safe to share between threads; a forked child starts empty.
+    """
+
+    def __init__(
+        self,
+        session: boto3.Session | None = None,
+        *,
+        region: str | None = None,
+        profile: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        environ: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        botocore_config: Config | None = None,
+        cache_size: int = 1024,
+        endpoint_ttl: float = 3600.0,
+        secret_refresh: float = 300.0,
+        login_attempts: int = 3,
+        connect_attempts: int = 3,
+    ) -> None:
+        if login_attempts < 1 or connect_attempts < 1:
+            raise ConfigurationError("login_attempts and connect_attempts must be at least 1")
+        self._region = region
+        self._profile = profile
+        self._clock = clock if clock is not None else _utcnow
+        self._environ = environ
+        self._sleep = sleep if sleep is not None else time.sleep
+        self._secret_refresh = secret_refresh
+        self._login_attempts = login_attempts
+        self._connect_attempts = connect_attempts
+        self._base_session = session
+        self._botocore_config = botocore_config
+        self._cache_size = cache_size
+        self._endpoint_ttl = endpoint_ttl
+        self._closed = False
+        self._start()
+        _BROKERS.add(self)
+
+    def _start(self) -> None:
+        # Guards the counters only.
+        self._stats_lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
+        self._retries: Counter[str] = Counter()
+        self._sessions = Sessions(
+            self._base_session, config=self._botocore_config, on_call=self._count_call
+        )
+        self._logins: RefreshCache[CredentialKey, Login] = RefreshCache(
+            "credentials", clock=self._clock, maxsize=self._cache_size, describe=_describe
+        )
+        self._endpoints = Endpoints(clock=self._clock, ttl=self._endpoint_ttl)
+        # Logins whose superuser status was checked; weak, so they leave with the cache.
+        self._verified: weakref.WeakSet[Login] = weakref.WeakSet()
+        self._verified_lock = threading.Lock()
+
+    # -- public API -------------------------------------------------------
+
+    def connect(
+        self,
+        *,
+        workgroup: str | None = None,
+        custom_domain: str | None = None,
+        database: str | None = None,
+        method: str | None = None,
+        duration: int | None = None,
+        secret_id: str | None = None,
+        role_arn: str | None = None,
+        db_roles: Sequence[str] | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        fallback: bool | None = None,
+        **driver_kwargs: Any,
+    ) -> Connection:
+        """A ``redshift_connector`` connection; other keywords go to ``redshift_connector.connect``.
+
+        TLS is on with ``sslmode="verify-full"`` unless asked otherwise (then a WARNING).
+        """
+        kwargs = with_tls(check_driver_kwargs(driver_kwargs, SETTING_NAMES))
+        call = self._prepare(
+            workgroup=workgroup,
+            custom_domain=custom_domain,
+            database=database,
+            method=method,
+            duration=duration,
+            secret_id=secret_id,
+            role_arn=role_arn,
+            db_roles=db_roles,
+            user=user,
+            password=password,
+            host=host,
+            port=port,
+            region=region,
+            profile=profile,
+            fallback=fallback,
+        )
+        connection, _ = self._connect(call, kwargs)
+        return connection
+
+    def credentials(
+        self,
+        *,
+        workgroup: str | None = None,
+        custom_domain: str | None = None,
+        database: str | None = None,
+        method: str | None = None,
+        duration: int | None = None,
+        secret_id: str | None = None,
+        role_arn: str | None = None,
+        db_roles: Sequence[str] | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        fallback: bool | None = None,
+    ) -> Credentials:
+        """The current :class:`Credentials` (cached, refreshed ahead of expiry).
+
+        With ``method="superuser"`` a login not yet verified is checked by
+        connecting once (then closed); not a superuser → NotSuperuserError.
+        """
+        call = self._prepare(
+            workgroup=workgroup,
+            custom_domain=custom_domain,
+            database=database,
+            method=method,
+            duration=duration,
+            secret_id=secret_id,
+            role_arn=role_arn,
+            db_roles=db_roles,
+            user=user,
+            password=password,
+            host=host,
+            port=port,
+            region=region,
+            profile=profile,
+            fallback=fallback,
+        )
+        if call.options.method == "superuser":
+            login = self._login(call)
+            if not self._is_verified(login):
+                connection, credentials = self._connect(call, with_tls({}))
+                connection.close()
+                return credentials
+            return self._assemble(call, login)
+        return self._assemble(call, self._login(call))
+
+    def invalidate(self, **match: Any) -> int:
+        """Drop cached logins (and workgroup lookups) whose fields equal ``match``; no
+        arguments: everything. Fields: those of :class:`CredentialKey` but ``identity``.
+        Returns how many entries were dropped."""
+        fields = set(CredentialKey._fields) - {"identity"}
+        unknown = set(match) - fields
+        if unknown:
+            raise ConfigurationError(
+                f"invalidate(): unknown field(s) {', '.join(sorted(unknown))}; "
+                f"accepted: {', '.join(sorted(fields))}"
+            )
+        if "db_roles" in match:
+            match["db_roles"] = tuple(match["db_roles"])
+
+        def matches(key: object) -> bool:
+            return all(getattr(key, name) == value for name, value in match.items())
+
+        dropped = self._logins.invalidate(matches if match else None)
+        if set(match) <= set(EndpointKey._fields):
+            dropped += self._endpoints.invalidate(matches if match else None)
+        if not match:
+            with self._verified_lock:
+                self._verified = weakref.WeakSet()
+        logger.debug("invalidated %d cache entries", dropped)
+        return dropped
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot: AWS calls keyed ``service.Operation``, ``cache.hits``,
+        ``cache.misses``, ``cache.refreshes``, ``login.retries``, ``connect.retries``."""
+        cache = self._logins.stats()
+        with self._stats_lock:
+            snapshot = dict(sorted(self._calls.items()))
+            snapshot["login.retries"] = self._retries["login"]
+            snapshot["connect.retries"] = self._retries["connect"]
+        snapshot["cache.hits"] = cache.hits
+        snapshot["cache.misses"] = cache.misses
+        snapshot["cache.refreshes"] = cache.refreshes
+        return snapshot
+
+    def close(self) -> None:
+        """Release clients and cached logins. The Broker cannot be used afterwards."""
+        self._closed = True
+        self._logins.invalidate()
+        self._endpoints.invalidate()
+        self._sessions.close()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<rsauth.Broker region={self._region!r} profile={self._profile!r} {state}>"
+
+    # -- resolution (no network) -----------------------------------------
+
+    @property
+    def _env(self) -> Mapping[str, str]:
+        return self._environ if self._environ is not None else os.environ
+
+    def _prepare(self, **arguments: Any) -> _Call:
+        if self._closed:
+            raise ConfigurationError("this Broker is closed; create a new one")
+        options = resolve(arguments, self._env)
+        profile = options.profile or self._profile
+        if options.method == "password" and options.host is not None:
+            return _Call(options, profile)
+        session = self._sessions.profile_session(profile)
+        region = resolve_region(options.region, self._region, self._env, session.region_name)
+        identity = self._sessions.identity(profile)
+        session_key = SessionKey(profile, region, options.role_arn, options.db_roles)
+        context = AwsContext(region, identity=functools.partial(self._who, session_key, identity))
+        key = CredentialKey(
+            identity=identity,
+            profile=profile,
+            region=region,
+            workgroup=options.workgroup,
+            custom_domain=options.custom_domain,
+            database=options.database,
+            method=options.method,
+            duration=options.duration,
+            role_arn=options.role_arn,
+            db_roles=options.db_roles,
+            secret_id=options.secret_id,
+            user=options.user,
+        )
+        return _Call(options, profile, _Aws(identity, region, session_key, context, key))
+
+    # -- logins -----------------------------------------------------------
+
+    def _login(self, call: _Call) -> Login:
+        options = call.options
+        if options.method == "password":
+            return PasswordSource(options.user or "", options.password or "").load().value
+        key = call.aws.key
+        if options.method == "secret":
+            return self._logins.get(key, lambda: self._secret_source(call).load())
+        try:
+            return self._logins.get(key, lambda: self._iam_source(call).load())
+        except AccessDeniedError as exc:
+            if not (options.method == "iam" and options.fallback and options.workgroup):
+                raise
+            logger.warning(
+                "iam login to %s was denied; fallback=True: using the namespace's "
+                "Redshift-managed admin secret instead",
+                options.target,
+            )
+            try:
+                return self._login(self._as_secret(call))
+            except RsauthError as secret_exc:
+                raise AccessDeniedError(
+                    f"{exc}; the fallback to the managed admin secret failed too: {secret_exc}"
+                ) from exc
+
+    def _as_secret(self, call: _Call) -> _Call:
+        options = replace(call.options, method="secret", fallback=False)
+        aws = replace(call.aws, key=call.aws.key._replace(method="secret"))
+        return replace(call, options=options, resolved_aws=aws)
+
+    def _iam_source(self, call: _Call) -> IamSource:
+        source = SuperuserSource if call.options.method == "superuser" else IamSource
+        return source(
+            self._sessions.redshift_serverless(call.aws.session_key),
+            workgroup=call.options.workgroup,
+            custom_domain=call.options.custom_domain,
+            database=call.options.database or DEFAULT_DATABASE,
+            duration=call.options.duration,
+            context=call.aws.context,
+            clock=self._clock,
+        )
+
+    def _secret_source(self, call: _Call) -> SecretSource:
+        secret_id = call.options.secret_id or self._admin_secret_arn(call)
+        return SecretSource(
+            self._sessions.secretsmanager(call.aws.session_key),
+            secret_id=secret_id,
+            context=call.aws.context,
+            refresh_after=self._secret_refresh,
+        )
+
+    def _admin_secret_arn(self, call: _Call) -> str:
+        workgroup = self._workgroup(call)
+        client = self._sessions.redshift_serverless(call.aws.session_key)
+        context = call.aws.context
+        return self._endpoints.admin_secret_arn(
+            self._endpoint_key(call),
+            lambda: admin_secret_arn(client, namespace=workgroup.namespace, context=context),
+        )
+
+    def _recover(self, call: _Call, refused: Login) -> Login:
+        """A fresh login after ``refused`` was refused; for a secret, AWSPENDING if unchanged."""
+        # A fallback login is cached under the method it actually used.
+        self._logins.discard(call.aws.key._replace(method=refused.method), refused)
+        fresh = self._login(call)
+        if fresh.method == "secret" and _same_login(fresh, refused):
+            pending = self._secret_source(self._as_secret(call)).load_pending()
+            if pending is not None and not _same_login(pending, refused):
+                logger.info(
+                    "login to %s refused with the current secret; trying AWSPENDING "
+                    "(rotation in progress)",
+                    call.options.target,
+                )
+                return pending
+        return fresh
+
+    def _is_verified(self, login: Login) -> bool:
+        with self._verified_lock:
+            return login in self._verified
+
+    # -- endpoints --------------------------------------------------------
+
+    def _endpoint_key(self, call: _Call) -> EndpointKey:
+        return EndpointKey(
+            call.aws.identity,
+            call.profile,
+            call.aws.region,
+            call.options.role_arn,
+            call.options.db_roles,
+            call.options.workgroup or "",
+        )
+
+    def _workgroup(self, call: _Call) -> Workgroup:
+        if call.options.workgroup is None:
+            raise ConfigurationError(
+                "the namespace's managed admin secret is found through workgroup=; "
+                "pass workgroup= or secret_id="
+            )
+        return self._endpoints.workgroup(
+            self._endpoint_key(call),
+            self._sessions.redshift_serverless(call.aws.session_key),
+            call.options.workgroup,
+            call.aws.context,
+        )
+
+    def _address(self, call: _Call, login: Login) -> tuple[str, int]:
+        options = call.options
+        if options.host:
+            return options.host, options.port or DEFAULT_PORT
+        if options.custom_domain:
+            return options.custom_domain, options.port or DEFAULT_PORT
+        if options.workgroup:
+            workgroup = self._workgroup(call)
+            return workgroup.address, options.port or workgroup.port
+        if login.host:
+            return check_host("the secret's host", login.host), login.port or DEFAULT_PORT
+        raise ConfigurationError(
+            "no endpoint to connect to: pass workgroup=, custom_domain= or host= "
+            "(the secret names no host)"
+        )
+
+    def _assemble(self, call: _Call, login: Login) -> Credentials:
+        host, port = self._address(call, login)
+        return Credentials(
+            user=login.user,
+            password=login.password,
+            host=host,
+            port=port,
+            database=call.options.database or login.database or DEFAULT_DATABASE,
+            workgroup=call.options.workgroup,
+            method=login.method,
+            expires_at=login.expires_at,
+            _clock=self._clock,
+        )
+
+    # -- connecting -------------------------------------------------------
+
+    def _connect(self, call: _Call, kwargs: Mapping[str, Any]) -> tuple[Connection, Credentials]:
+        attempts = 1 if call.options.method == "password" else self._login_attempts
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1),
+            retry=retry_if_exception_type(_Refused),
+            sleep=self._sleep,
+            before_sleep=functools.partial(self._count_retry, "login"),
+            reraise=True,
+        )
+        refused: Login | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    login = self._login(call) if refused is None else self._recover(call, refused)
+                    credentials = self._assemble(call, login)
+                    try:
+                        connection = self._open(call, credentials, kwargs)
+                    except _Refused:
+                        refused = login
+                        raise
+        except _Refused as exc:
+            cause = exc.__cause__
+            fields = server_error(cause) if cause is not None else None
+            detail = fields.get("M", "") if fields else ""
+            raise AuthenticationError(
+                f"the database at {call.options.target} refused the {call.options.method} "
+                f"login of {exc.login.user!r} after {attempts} attempt(s), each with a freshly "
+                f"fetched credential: {detail or 'login refused'}"
+            ) from cause
+        if refused is not None and login.method == "secret":
+            # A pending version that worked is the one to use until the next refresh.
+            key = call.aws.key._replace(method=login.method)
+            self._logins.put(key, Lease(login, refresh_after=self._secret_refresh))
+        if call.options.method == "superuser" and not self._is_verified(login):
+            verify_superuser(connection, user=login.user, target=call.options.target)
+            with self._verified_lock:
+                self._verified.add(login)
+        _ORIGINS[connection] = ConnectionOrigin(
+            broker=self,
+            workgroup=call.options.workgroup,
+            custom_domain=call.options.custom_domain,
+            database=credentials.database,
+            user=login.user,
+            method=login.method,
+        )
+        return connection, credentials
+
+    def _open(self, call: _Call, credentials: Credentials, kwargs: Mapping[str, Any]) -> Connection:
+        def attempt() -> Connection:
+            return redshift_connector.connect(
+                user=credentials.user,
+                password=credentials.password,
+                host=credentials.host,
+                port=credentials.port,
+                database=credentials.database,
+                **kwargs,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._connect_attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0, jitter=0.2),
+            retry=retry_if_exception(is_transient),
+            sleep=self._sleep,
+            before_sleep=functools.partial(self._count_retry, "connect"),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except Exception as exc:
+            raise self._connect_error(call, credentials, exc) from exc
+
+    def _connect_error(self, call: _Call, credentials: Credentials, exc: Exception) -> Exception:
+        address = f"{credentials.host}:{credentials.port}"
+        if is_login_refused(exc):
+            return _Refused(_login_of(credentials))
+        fields = server_error(exc)
+        if fields is not None:
+            code, message = fields.get("C", ""), fields.get("M", "")
+            if code == "3D000":
+                return NotFoundError(
+                    f"database {credentials.database!r} does not exist on {call.options.target}: "
+                    f"{message}. Pass database= (default {DEFAULT_DATABASE!r})"
+                )
+            return ConnectError(f"the database at {address} answered {code}: {message}")
+        if is_tls_failure(exc):
+            return ConnectError(
+                f"TLS to {address} failed ({type(exc).__name__}): the server certificate was "
+                "not accepted; check SSL_CERT_FILE or sslrootcert= and the host name"
+            )
+        if is_transient(exc):
+            if call.options.workgroup and call.resolved_aws is not None:
+                # The endpoint may have moved: look it up again on the next call.
+                self._endpoints.discard(self._endpoint_key(call))
+            return ConnectError(
+                f"could not reach {call.options.target} at {address} after "
+                f"{self._connect_attempts} attempt(s) ({type(exc).__name__}); check the "
+                "network path (VPC, security group, publicly accessible) and try again"
+            )
+        return ConnectError(
+            f"connecting to {call.options.target} at {address} failed ({type(exc).__name__})"
+        )
+
+    # -- bookkeeping ------------------------------------------------------
+
+    def _who(self, session_key: SessionKey, identity: str) -> str:
+        """Names the refused identity for an AccessDeniedError (asks STS once, on that path)."""
+        try:
+            arn = self._sessions.sts(session_key).get_caller_identity()["Arn"]
+        except Exception:
+            arn = None
+        if arn:
+            return f"IAM identity {arn}"
+        if session_key.role_arn:
+            return f"role {session_key.role_arn}"
+        return f"the IAM identity of access key {identity}"
+
+    def _count_call(self, operation: str) -> None:
+        with self._stats_lock:
+            self._calls[operation] += 1
+
+    def _count_retry(self, kind: str, state: RetryCallState) -> None:
+        with self._stats_lock:
+            self._retries[kind] += 1
+        logger.debug("%s attempt %d failed; retrying", kind, state.attempt_number)
+
+    def _after_fork(self) -> None:
+        # The parent's locks may be held by threads that do not exist here.
+        self._start()
+
+
+def _same_login(a: Login, b: Login) -> bool:
+    if a.version_id is not None and b.version_id is not None:
+        return a.version_id == b.version_id
+    return a.user == b.user and hmac.compare_digest(a.password, b.password)
+
+
+def _login_of(credentials: Credentials) -> Login:
+    return Login(user=credentials.user, password=credentials.password, method=credentials.method)
+
+
+# Every live Broker, so a forked child can empty them all.
+_BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
+
+
+def _reset_brokers_in_child() -> None:
+    for broker in list(_BROKERS):
+        broker._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_brokers_in_child)

@@ -1,0 +1,336 @@
+"""Typed configuration: explicit argument, then ``RSAUTH_*`` environment, then default.
+
+Everything a call can be configured with is listed once, in ``SETTINGS``. It is
+resolved on every call (never frozen when a Broker is made) and validated
+before any network call; a bad value is a :class:`ConfigurationError` that
+names the field, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from rsauth._errors import ConfigurationError
+
+__all__ = [
+    "METHODS",
+    "SETTINGS",
+    "UNSET",
+    "Options",
+    "Setting",
+    "Unset",
+    "check_host",
+    "resolve",
+    "resolve_region",
+]
+
+
+class Unset(enum.Enum):
+    """Type of :data:`UNSET`: "not given", where ``None`` would be a value."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+METHODS: Final = ("auto", "iam", "secret", "superuser", "password")
+
+DURATION_MIN: Final = 900
+DURATION_MAX: Final = 3600
+
+_WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+_DB_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$.\-]{0,126}")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+_PROVISIONED_HOST = re.compile(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
+# The RedshiftDbRoles session tag joins role names with ":"; STS caps a tag value at 256.
+_TAG_VALUE_MAX: Final = 256
+
+
+def _text(name: str, raw: object) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigurationError(f"{name}={raw!r}: expected a non-empty string")
+    return raw
+
+
+def _workgroup(name: str, raw: object) -> str:
+    value = _text(name, raw)
+    if not _WORKGROUP.fullmatch(value):
+        raise ConfigurationError(
+            f"{name}={value!r}: a workgroup name is 3 to 64 characters of "
+            "lowercase letters a-z, digits 0-9 and hyphens '-'"
+        )
+    return value
+
+
+def _custom_domain(name: str, raw: object) -> str:
+    value = _text(name, raw)
+    if not _HOSTNAME.fullmatch(value) or "." not in value:
+        raise ConfigurationError(
+            f"{name}={value!r}: expected a fully qualified DNS name such as 'redshift.example.com'"
+        )
+    return value
+
+
+def _method(name: str, raw: object) -> str:
+    value = _text(name, raw).lower()
+    if value not in METHODS:
+        raise ConfigurationError(
+            f"{name}={raw!r}: unknown login method; accepted: {', '.join(METHODS)}"
+        )
+    return value
+
+
+def _duration(name: str, raw: object) -> int:
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        value = int(raw)
+    if value is None or not DURATION_MIN <= value <= DURATION_MAX:
+        raise ConfigurationError(
+            f"{name}={raw!r}: expected a whole number of seconds from "
+            f"{DURATION_MIN} to {DURATION_MAX}"
+        )
+    return value
+
+
+def _role_arn(name: str, raw: object) -> str:
+    value = _text(name, raw)
+    if not _ROLE_ARN.fullmatch(value):
+        raise ConfigurationError(
+            f"{name}={value!r}: expected an IAM role ARN such as "
+            "'arn:aws:iam::123456789012:role/RedshiftAdmin'"
+        )
+    return value
+
+
+def _db_roles(name: str, raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items: Sequence[object] = [part.strip() for part in raw.split(",")]
+    elif isinstance(raw, Sequence):
+        items = raw
+    else:
+        raise ConfigurationError(f"{name}={raw!r}: expected a list of database role names")
+    roles: list[str] = []
+    for role in items:
+        if not isinstance(role, str) or not _DB_ROLE.fullmatch(role):
+            raise ConfigurationError(
+                f"{name}: {role!r} is not a database role name; accepted: 1 to 127 "
+                "characters of letters, digits, '_', '$', '.', '-', not starting with a digit"
+            )
+        roles.append(role)
+    if len(":".join(roles)) > _TAG_VALUE_MAX:
+        raise ConfigurationError(
+            f"{name}: the role names joined with ':' must fit in {_TAG_VALUE_MAX} characters "
+            "(the limit of the RedshiftDbRoles session tag)"
+        )
+    return tuple(roles)
+
+
+def _port(name: str, raw: object) -> int:
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        value = int(raw)
+    if value is None or not 1 <= value <= 65535:
+        raise ConfigurationError(f"{name}={raw!r}: expected a TCP port from 1 to 65535")
+    return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(name: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={raw!r}: expected True or False")
+
+
+def check_host(name: str, raw: object) -> str:
+    """Validate a database host name; a provisioned cluster endpoint is refused."""
+    value = _text(name, raw)
+    if _PROVISIONED_HOST.fullmatch(value) and "redshift-serverless" not in value.lower():
+        raise ConfigurationError(
+            f"{name}={value!r} is a provisioned Redshift cluster endpoint; rsauth is for "
+            "Redshift Serverless workgroups. Pass workgroup= (or the workgroup's "
+            "'*.redshift-serverless.amazonaws.com' endpoint) instead"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: where it is read from and how it is checked."""
+
+    name: str
+    env: str | None
+    default: object
+    parse: Callable[[str, object], object]
+
+
+# The whole configuration surface, in resolution order per row:
+# explicit argument, then the environment variable, then the default.
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("workgroup", "RSAUTH_WORKGROUP", None, _workgroup),
+    Setting("custom_domain", "RSAUTH_CUSTOM_DOMAIN", None, _custom_domain),
+    Setting("database", "RSAUTH_DATABASE", None, _text),
+    Setting("method", "RSAUTH_METHOD", "auto", _method),
+    Setting("duration", "RSAUTH_DURATION", DURATION_MIN, _duration),
+    Setting("secret_id", "RSAUTH_SECRET_ID", None, _text),
+    Setting("role_arn", "RSAUTH_ROLE_ARN", None, _role_arn),
+    Setting("db_roles", None, (), _db_roles),
+    Setting("user", None, None, _text),
+    Setting("password", None, None, _text),
+    Setting("host", None, None, check_host),
+    Setting("port", None, None, _port),
+    Setting("region", None, None, _text),
+    Setting("profile", None, None, _text),
+    Setting("fallback", None, False, _bool),
+)
+
+SETTING_NAMES: Final = frozenset(setting.name for setting in SETTINGS)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resolved, validated options of one call. ``method`` is never ``"auto"``."""
+
+    method: str
+    workgroup: str | None = None
+    custom_domain: str | None = None
+    database: str | None = None
+    duration: int = DURATION_MIN
+    secret_id: str | None = None
+    role_arn: str | None = None
+    db_roles: tuple[str, ...] = ()
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    region: str | None = None
+    profile: str | None = None
+    fallback: bool = False
+
+    @property
+    def target(self) -> str:
+        """How messages name the database this call is for."""
+        if self.custom_domain:
+            return f"custom domain {self.custom_domain!r}"
+        if self.workgroup:
+            return f"workgroup {self.workgroup!r}"
+        return f"host {self.host!r}"
+
+
+def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:
+    """Resolve every setting from ``arguments`` (``None`` or UNSET: not given) and ``environ``."""
+    unknown = set(arguments) - SETTING_NAMES
+    if unknown:
+        raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = arguments.get(setting.name, UNSET)
+        label = setting.name
+        if raw is None or raw is UNSET:
+            raw = environ.get(setting.env, UNSET) if setting.env else UNSET
+            label = setting.env or setting.name
+            if raw == "":
+                raw = UNSET
+        values[setting.name] = setting.default if raw is UNSET else setting.parse(label, raw)
+    values["method"] = _choose_method(values)
+    _check_combination(values)
+    return Options(**values)
+
+
+def _choose_method(values: Mapping[str, Any]) -> str:
+    method: str = values["method"]
+    if method != "auto":
+        return method
+    if values["user"] is not None and values["password"] is not None:
+        return "password"
+    if values["secret_id"] is not None:
+        return "secret"
+    return "iam"
+
+
+def _check_combination(values: Mapping[str, Any]) -> None:
+    method = values["method"]
+    where = values["workgroup"] or values["custom_domain"]
+    if method == "password":
+        if values["user"] is None or values["password"] is None:
+            raise ConfigurationError(
+                "method='password' needs both user= and password=; "
+                "or leave them out and use method='iam' or 'secret'"
+            )
+        if not where and values["host"] is None:
+            raise ConfigurationError(
+                "method='password' needs workgroup=, custom_domain= or host= "
+                "to know where to connect"
+            )
+        return
+    if values["password"] is not None:
+        raise ConfigurationError(
+            f"password= is only used by method='password' (this call resolved to {method!r}); "
+            "pass user= and password= together, or neither"
+        )
+    if values["user"] is not None:
+        raise ConfigurationError(
+            f"user= is not used by method={method!r}: the database user comes from the IAM "
+            "identity; pass user= and password= for method='password'"
+        )
+    if method in {"iam", "superuser"}:
+        if not where:
+            raise ConfigurationError(
+                f"method={method!r} needs workgroup= (or RSAUTH_WORKGROUP) or custom_domain="
+            )
+        if values["secret_id"] is not None:
+            raise ConfigurationError(f"secret_id= is only used by method='secret', not {method!r}")
+    if method == "secret":
+        if values["secret_id"] is None and not values["workgroup"]:
+            raise ConfigurationError(
+                "method='secret' needs secret_id= or workgroup= (whose namespace's "
+                "Redshift-managed admin secret is then used)"
+            )
+        if values["db_roles"]:
+            raise ConfigurationError("db_roles= is only used by method='iam' or 'superuser'")
+    if values["db_roles"] and values["role_arn"] is None:
+        raise ConfigurationError(
+            "db_roles= is passed as a session tag when assuming role_arn=; give role_arn= too"
+        )
+
+
+def resolve_region(
+    explicit: str | None,
+    broker_default: str | None,
+    environ: Mapping[str, str],
+    session_region: str | None,
+) -> str:
+    """Region: argument > ``Broker(region=)`` > AWS_REGION > AWS_DEFAULT_REGION > the profile's."""
+    for candidate in (
+        explicit,
+        broker_default,
+        environ.get("AWS_REGION"),
+        environ.get("AWS_DEFAULT_REGION"),
+        session_region,
+    ):
+        if candidate:
+            return candidate
+    raise ConfigurationError(
+        "no AWS region: pass region=, Broker(region=), set AWS_REGION or AWS_DEFAULT_REGION, "
+        "or give the profile a region"
+    )

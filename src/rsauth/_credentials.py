@@ -1,0 +1,110 @@
+"""``Credentials``: a frozen snapshot of one database login, password masked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["Credentials"]
+
+_MASK = "[secure]"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Everything needed to open one database session, as one immutable value.
+
+    ``expires_at`` is timezone-aware, or ``None`` when the login does not expire
+    (a secret, an explicit password). ``repr`` and ``str`` never show the
+    password; the helpers leave it out unless asked.
+    """
+
+    user: str
+    password: str = field(repr=False)
+    host: str
+    port: int
+    database: str
+    workgroup: str | None
+    method: str
+    expires_at: datetime | None = None
+    # The Broker's clock, so expires_in agrees with its refresh decisions.
+    _clock: Callable[[], datetime] = field(
+        default=_utcnow, repr=False, compare=False, hash=False, kw_only=True
+    )
+
+    def __post_init__(self) -> None:
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("Credentials.expires_at must be timezone-aware")
+
+    @property
+    def expires_in(self) -> float | None:
+        """Seconds until the login expires (negative once expired), or ``None``."""
+        if self.expires_at is None:
+            return None
+        return (self.expires_at - self._clock()).total_seconds()
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(user={self.user!r}, password={_MASK!r}, host={self.host!r}, "
+            f"port={self.port!r}, database={self.database!r}, workgroup={self.workgroup!r}, "
+            f"method={self.method!r}, expires_at={self.expires_at!r})"
+        )
+
+    __str__ = __repr__
+
+    def as_dict(self, include_password: bool = False) -> dict[str, Any]:
+        """The fields as a dict; ``password`` only with ``include_password=True``."""
+        data: dict[str, Any] = {
+            "user": self.user,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "workgroup": self.workgroup,
+            "method": self.method,
+            "expires_at": self.expires_at,
+        }
+        if include_password:
+            data["password"] = self.password
+        return data
+
+    def sqlalchemy_url(self, include_password: bool = False) -> str:
+        """A ``redshift+redshift_connector://`` URL, every part percent-encoded."""
+        userinfo = quote(self.user, safe="")
+        if include_password:
+            userinfo += ":" + quote(self.password, safe="")
+        return (
+            f"redshift+redshift_connector://{userinfo}@{self.host}:{self.port}/"
+            f"{quote(self.database, safe='')}?sslmode=verify-full"
+        )
+
+    def as_env(
+        self,
+        *,
+        sslrootcert: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """libpq environment variables (all ``str``) for ``psql`` and friends.
+
+        ``PGSSLROOTCERT`` is set from ``sslrootcert`` or, failing that, from
+        ``SSL_CERT_FILE`` when a CA file is known.
+        """
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGPASSWORD": self.password,
+            "PGDATABASE": self.database,
+            "PGSSLMODE": "verify-full",
+        }
+        ca_file = sslrootcert or (os.environ if environ is None else environ).get("SSL_CERT_FILE")
+        if ca_file:
+            env["PGSSLROOTCERT"] = ca_file
+        return env

@@ -1,0 +1,147 @@
+"""Everything rsauth knows about ``redshift_connector``.
+
+- which keywords ``redshift_connector.connect`` takes (checked before any AWS call),
+- the TLS defaults (``ssl=True, sslmode="verify-full"``),
+- how to read its errors: a refused login carries the server's error fields as
+  a dict in ``args[0]`` (``"C"`` is the SQLSTATE); a network failure carries
+  the ``OSError`` or is one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redshift_connector
+from redshift_connector.error import (
+    Error,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+
+from rsauth._errors import ConfigurationError
+
+__all__ = [
+    "DRIVER_PARAMETERS",
+    "LOGIN_REFUSED",
+    "check_driver_kwargs",
+    "is_login_refused",
+    "is_tls_failure",
+    "is_transient",
+    "server_error",
+    "with_tls",
+]
+
+logger = logging.getLogger("rsauth")
+
+DRIVER_PARAMETERS = frozenset(inspect.signature(redshift_connector.connect).parameters)
+
+# SQLSTATE invalid_authorization_specification and invalid_password.
+LOGIN_REFUSED = frozenset({"28000", "28P01"})
+
+# The driver's own IAM and identity-provider login; rsauth does the login itself.
+_DRIVER_LOGIN = DRIVER_PARAMETERS & {
+    "access_key_id",
+    "auth_profile",
+    "auto_create",
+    "cluster_identifier",
+    "credentials_provider",
+    "db_groups",
+    "db_user",
+    "group_federation",
+    "iam",
+    "iam_disable_cache",
+    "is_serverless",
+    "serverless_acct_id",
+    "serverless_work_group",
+    "secret_access_key",
+    "session_token",
+}
+
+# Messages of driver errors raised when the server closed the socket under it.
+_CLOSED_MESSAGES = ("BrokenPipe", "connection is closed")
+
+
+def check_driver_kwargs(
+    kwargs: Mapping[str, Any], known_options: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``kwargs`` for ``redshift_connector.connect``; a bad keyword is a ConfigurationError."""
+    for name in kwargs:
+        if name in _DRIVER_LOGIN:
+            raise ConfigurationError(
+                f"{name}= is redshift_connector's own IAM login; rsauth logs in itself: "
+                "use method=, role_arn=, db_roles= or profile= instead"
+            )
+        if name not in DRIVER_PARAMETERS:
+            candidates = sorted(DRIVER_PARAMETERS | set(known_options))
+            close = difflib.get_close_matches(name, candidates, n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ConfigurationError(
+                f"unknown keyword {name!r}: neither an rsauth option nor a parameter of "
+                f"redshift_connector.connect{hint}"
+            )
+    return dict(kwargs)
+
+
+def with_tls(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with TLS on and ``sslmode="verify-full"`` unless the caller chose otherwise."""
+    result = dict(kwargs)
+    result.setdefault("ssl", True)
+    result.setdefault("sslmode", "verify-full")
+    if result["ssl"] is not True:
+        logger.warning(
+            "TLS is off (ssl=%r, as asked): the login travels unencrypted", result["ssl"]
+        )
+    elif result["sslmode"] != "verify-full":
+        logger.warning(
+            "sslmode=%r (as asked) does not check the server's host name; "
+            "verify-full is the safe default",
+            result["sslmode"],
+        )
+    if result.get("ssl_insecure"):
+        logger.warning("ssl_insecure=True (as asked): the server certificate is not verified")
+    return result
+
+
+def server_error(exc: BaseException) -> Mapping[str, str] | None:
+    """The server's error fields (``"C"``: SQLSTATE, ``"M"``: message) a driver error carries."""
+    if isinstance(exc, Error) and exc.args and isinstance(exc.args[0], dict):
+        fields: Mapping[str, str] = exc.args[0]
+        return fields
+    return None
+
+
+def is_login_refused(exc: BaseException) -> bool:
+    """The database refused the login (SQLSTATE 28000 or 28P01)."""
+    if not isinstance(exc, InterfaceError | ProgrammingError):
+        return False
+    fields = server_error(exc)
+    return fields is not None and fields.get("C") in LOGIN_REFUSED
+
+
+def is_tls_failure(exc: BaseException) -> bool:
+    """A TLS failure (bad certificate, wrong host name): retrying would not help."""
+    return any(isinstance(part, ssl.SSLError) for part in _parts(exc))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A network failure worth retrying: no server answer, not a TLS failure."""
+    if server_error(exc) is not None or is_tls_failure(exc):
+        return False
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, InterfaceError | OperationalError):
+        if any(isinstance(part, OSError) for part in _parts(exc)):
+            return True
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        return message.startswith(_CLOSED_MESSAGES)
+    return False
+
+
+def _parts(exc: BaseException) -> list[object]:
+    return [exc, *exc.args, exc.__cause__, exc.__context__]

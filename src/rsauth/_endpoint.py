@@ -1,0 +1,115 @@
+"""Where to connect: a workgroup's endpoint from ``GetWorkgroup``, cached.
+
+A lookup is kept for ``ttl`` seconds (one hour by default) and then refreshed
+in the background of the next call, like any advisory refresh; the broker
+drops it when connecting to that address fails at the network level. A
+workgroup that is not ``AVAILABLE`` is a :class:`ServiceError` and is not
+cached, so the next call asks again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rsauth._aws import map_aws_error
+from rsauth._cache import Lease, RefreshCache
+from rsauth._errors import ServiceError
+from rsauth._sources import AwsContext
+
+if TYPE_CHECKING:
+    from mypy_boto3_redshift_serverless import RedshiftServerlessClient
+
+__all__ = ["DEFAULT_PORT", "Endpoints", "Workgroup"]
+
+DEFAULT_PORT = 5439
+
+
+@dataclass(frozen=True)
+class Workgroup:
+    """What ``GetWorkgroup`` says about one workgroup."""
+
+    name: str
+    namespace: str
+    address: str
+    port: int
+    status: str
+
+
+class Endpoints:
+    """Cached ``GetWorkgroup`` lookups, one fetch at a time per key."""
+
+    def __init__(self, *, clock: Callable[[], datetime], ttl: float = 3600.0) -> None:
+        self._ttl = ttl
+        self._cache: RefreshCache[Hashable, Workgroup] = RefreshCache(
+            "endpoint", clock=clock, describe=_describe
+        )
+        self._secrets: RefreshCache[Hashable, str] = RefreshCache(
+            "admin secret", clock=clock, describe=_describe
+        )
+
+    def workgroup(
+        self,
+        key: Hashable,
+        client: RedshiftServerlessClient,
+        name: str,
+        context: AwsContext,
+    ) -> Workgroup:
+        """The workgroup ``name``; ``key`` must end with the name and hold no secret."""
+        return self._cache.get(
+            key, lambda: Lease(_get_workgroup(client, name, context), refresh_after=self._ttl)
+        )
+
+    def admin_secret_arn(self, key: Hashable, fetch: Callable[[], str]) -> str:
+        """The namespace's admin secret ARN for ``key``, looked up through ``fetch`` when due."""
+        return self._secrets.get(key, lambda: Lease(fetch(), refresh_after=self._ttl))
+
+    def discard(self, key: Hashable) -> None:
+        self._cache.discard(key)
+
+    def invalidate(self, predicate: Callable[[Hashable], bool] | None = None) -> int:
+        return self._cache.invalidate(predicate) + self._secrets.invalidate(predicate)
+
+    def reset(self) -> None:
+        self._cache.reset()
+        self._secrets.reset()
+
+
+def _describe(key: Hashable) -> str:
+    name = key[-1] if isinstance(key, tuple) and key else key
+    return f"workgroup {name!r}"
+
+
+def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsContext) -> Workgroup:
+    try:
+        response = client.get_workgroup(workgroupName=name)
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc,
+            doing="redshift-serverless:GetWorkgroup",
+            subject=f"workgroup {name!r}",
+            region=context.region,
+            identity=context.identity,
+        ) from exc
+    workgroup = response["workgroup"]
+    status = workgroup.get("status", "")
+    if status != "AVAILABLE":
+        raise ServiceError(
+            f"workgroup {name!r} in {context.region} is {status or 'in an unknown state'}, "
+            "not AVAILABLE; wait until it is available and try again"
+        )
+    endpoint = workgroup.get("endpoint") or {}
+    address = endpoint.get("address")
+    if not address:
+        raise ServiceError(f"workgroup {name!r} in {context.region} has no endpoint address yet")
+    return Workgroup(
+        name=name,
+        namespace=workgroup.get("namespaceName", ""),
+        address=address,
+        port=int(endpoint.get("port") or workgroup.get("port") or DEFAULT_PORT),
+        status=status,
+    )

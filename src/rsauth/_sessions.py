@@ -1,0 +1,249 @@
+"""boto3 sessions and clients, made once and shared.
+
+One session per ``(profile, region, role_arn, db_roles)`` and one client per
+service per session, created lazily. Without ``role_arn`` the session is the
+base session of the profile and only the client carries the region. With
+``role_arn`` the session gets its own botocore session whose only credential
+provider is botocore's refreshable assume-role credentials
+(``AssumeRoleCredentialFetcher`` + ``DeferredRefreshableCredentials``): STS is
+called on first use and again before the role credentials expire, by botocore,
+with the ``RedshiftDbRoles`` session tag when ``db_roles`` is given.
+
+Clients use botocore's ``standard`` retry mode: throttling and 5xx are retried
+there and nowhere else in rsauth.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    CredentialResolver,
+    DeferredRefreshableCredentials,
+)
+from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+from rsauth._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mypy_boto3_redshift_serverless import RedshiftServerlessClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sts import STSClient
+
+__all__ = ["DB_ROLES_TAG", "SessionKey", "Sessions", "default_config"]
+
+DB_ROLES_TAG = "RedshiftDbRoles"
+
+
+def default_config() -> Config:
+    """Client configuration: botocore's standard retries, bounded timeouts."""
+    return Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=10,
+        read_timeout=30,
+        user_agent_extra="rsauth",
+    )
+
+
+class SessionKey(NamedTuple):
+    """What tells sessions apart. Never holds a secret."""
+
+    profile: str | None
+    region: str
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+
+
+class _AssumeRoleProvider(CredentialProvider):
+    """The one link of a role session's credential chain: refreshable assume-role credentials."""
+
+    METHOD = "rsauth-assume-role"
+    CANONICAL_NAME = "rsauth-assume-role"
+
+    def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
+        super().__init__()
+        self._fetcher = fetcher
+
+    def load(self) -> DeferredRefreshableCredentials:
+        return DeferredRefreshableCredentials(
+            refresh_using=self._fetcher.fetch_credentials, method=self.METHOD
+        )
+
+
+class Sessions:
+    """Sessions and clients per key; safe to share between threads."""
+
+    def __init__(
+        self,
+        base: boto3.Session | None,
+        *,
+        config: Config | None = None,
+        on_call: Callable[[str], None] | None = None,
+    ) -> None:
+        self._base = base
+        self._config = config if config is not None else default_config()
+        self._on_call = on_call
+        # boto3 sessions are not thread-safe while making clients; creation is
+        # local work (no network), so one lock for all keys is short.
+        self._lock = threading.Lock()
+        self._profiles: dict[str | None, boto3.Session] = {}
+        self._sessions: dict[SessionKey, boto3.Session] = {}
+        self._clients: dict[tuple[SessionKey, str], Any] = {}
+
+    # -- sessions ---------------------------------------------------------
+
+    def profile_session(self, profile: str | None) -> boto3.Session:
+        """The base session of ``profile`` (``None``: the Broker's or the environment's)."""
+        with self._lock:
+            return self._profile_session(profile)
+
+    def _profile_session(self, profile: str | None) -> boto3.Session:
+        session = self._profiles.get(profile)
+        if session is None:
+            if profile is None:
+                session = self._base if self._base is not None else boto3.Session()
+            else:
+                try:
+                    session = boto3.Session(profile_name=profile)
+                except ProfileNotFound as exc:
+                    raise ConfigurationError(
+                        f"profile={profile!r}: no such profile in the AWS config files; "
+                        f"accepted: {', '.join(boto3.Session().available_profiles) or 'none'}"
+                    ) from exc
+            self._profiles[profile] = session
+        return session
+
+    def identity(self, profile: str | None) -> str:
+        """The access key id of ``profile``'s credentials (public, not a secret).
+
+        Raises :class:`ConfigurationError` when there are no AWS credentials,
+        before any call is made with them.
+        """
+        session = self.profile_session(profile)
+        try:
+            credentials = session.get_credentials()
+        except BotoCoreError as exc:
+            raise ConfigurationError(
+                f"could not load AWS credentials for profile {profile or 'default'!r}: {exc}"
+            ) from exc
+        if credentials is None:
+            raise ConfigurationError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, pass profile= or Broker(session=), or run where an instance "
+                "or container role is available"
+            )
+        access_key = credentials.get_frozen_credentials().access_key
+        return access_key or "anonymous"
+
+    def session(self, key: SessionKey) -> boto3.Session:
+        with self._lock:
+            return self._session(key)
+
+    def _session(self, key: SessionKey) -> boto3.Session:
+        if key.role_arn is None:
+            return self._profile_session(key.profile)
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = self._role_session(key)
+        return session
+
+    def _role_session(self, key: SessionKey) -> boto3.Session:
+        assert key.role_arn is not None
+        source = self._profile_session(key.profile)
+        source_credentials = source.get_credentials()
+        if source_credentials is None:
+            raise ConfigurationError(
+                f"no AWS credentials found to assume role_arn={key.role_arn!r} with"
+            )
+        extra_args: dict[str, Any] = {
+            "RoleSessionName": f"rsauth-{os.getpid()}-{int(time.time())}",
+        }
+        if key.db_roles:
+            extra_args["Tags"] = [{"Key": DB_ROLES_TAG, "Value": ":".join(key.db_roles)}]
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=functools.partial(self._sts_for_fetcher, source, key.region),
+            source_credentials=source_credentials,
+            role_arn=key.role_arn,
+            extra_args=extra_args,
+        )
+        core = botocore.session.Session()
+        core.register_component(
+            "credential_provider", CredentialResolver([_AssumeRoleProvider(fetcher)])
+        )
+        return boto3.Session(botocore_session=core, region_name=key.region)
+
+    def _sts_for_fetcher(
+        self, source: boto3.Session, region: str, service: str, **kwargs: Any
+    ) -> Any:
+        # Called by botocore on each role refresh, with the source credentials as kwargs.
+        client = self._new_client(source, service, region, **kwargs)
+        return client
+
+    # -- clients ----------------------------------------------------------
+
+    def _client(self, key: SessionKey, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get((key, service))
+            if client is None:
+                session = self._session(key)
+                client = self._new_client(session, service, key.region)
+                self._clients[(key, service)] = client
+            return client
+
+    def _new_client(self, session: Any, service: str, region: str, **kwargs: Any) -> Any:
+        # Typed as Any: the service name is a variable, the stubs overload on literals.
+        client = session.client(service, region_name=region, config=self._config, **kwargs)
+        self._hook(client)
+        return client
+
+    def _hook(self, client: Any) -> None:
+        if self._on_call is None:
+            return
+        service = client.meta.service_model.service_name
+        on_call = self._on_call
+
+        def count(model: Any, **_: Any) -> None:
+            on_call(f"{service}.{model.name}")
+
+        client.meta.events.register("before-call", count)
+
+    def redshift_serverless(self, key: SessionKey) -> RedshiftServerlessClient:
+        client: RedshiftServerlessClient = self._client(key, "redshift-serverless")
+        return client
+
+    def secretsmanager(self, key: SessionKey) -> SecretsManagerClient:
+        client: SecretsManagerClient = self._client(key, "secretsmanager")
+        return client
+
+    def sts(self, key: SessionKey) -> STSClient:
+        client: STSClient = self._client(key, "sts")
+        return client
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every client and forget every session."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+            self._sessions.clear()
+            self._profiles.clear()
+        for client in clients:
+            client.close()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget everything without closing the parent's sockets."""
+        self._lock = threading.Lock()
+        self._clients = {}
+        self._sessions = {}
+        self._profiles = {}

@@ -1,0 +1,89 @@
+"""Run the sandbox in the foreground: ``python -m rsauth.sandbox``.
+
+Prints the environment that points boto3 and redshift_connector at it as
+``export`` lines, then serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+import threading
+from types import FrameType
+
+from rsauth.sandbox._server import SandboxServer
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m rsauth.sandbox",
+        description=(
+            "Run a local stand-in for Amazon Redshift Serverless (PostgreSQL behind a TLS "
+            "front, the redshift-serverless API, and moto for STS, IAM, Secrets Manager and "
+            "S3), all on 127.0.0.1. Prints the environment variables to use it, then serves "
+            "until Ctrl-C or SIGTERM."
+        ),
+        epilog="Run it in one terminal, paste the export lines into another, then run "
+        "your code there. The admin API address it prints takes fault-injection commands.",
+    )
+    parser.add_argument("--seed", type=int, help="seed for fault injection, so runs repeat")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the sandbox's own messages (default: WARNING)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _set_on_eof(stop: threading.Event) -> None:
+    sys.stdin.read()
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = SandboxServer(seed=args.seed)
+    try:
+        server.start()
+        facts = server.describe()
+        if args.child:
+            # The parent reads one JSON line, then holds our stdin: EOF means "stop".
+            print(json.dumps(facts), flush=True)
+            threading.Thread(target=_set_on_eof, args=(stop,), daemon=True).start()
+        else:
+            print("# rsauth sandbox is running. Paste these lines into another shell:")
+            for key, value in facts["env"].items():
+                print(f"export {key}={shlex.quote(value)}")
+            print(
+                f"# workgroup {facts['workgroup']}, namespace {facts['namespace']}, "
+                f"database {facts['database']}, endpoint {facts['host']}:{facts['port']}"
+            )
+            print(f"# admin API: {facts['admin_url']}  (POST /<operation>, JSON body)")
+            print("# Ctrl-C stops it.", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

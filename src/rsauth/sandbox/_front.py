@@ -1,0 +1,934 @@
+"""The sandbox's wire front: what ``redshift_connector`` meets on the database port.
+
+A TLS-terminating proxy in front of PostgreSQL (SANDBOX-SPEC.md, "Database
+front"). Per client connection it
+
+1. answers the first packet: SSLRequest → ``S`` and a server-side TLS
+   handshake; GSSENCRequest → ``N``; CancelRequest → forwarded to PostgreSQL
+   when it names a live session of this front; a plaintext startup → refused
+   when TLS is required;
+2. keeps only an allowlist of startup parameters (the driver sends
+   ``client_protocol_version``, ``driver_version``, ``os_version``, … which
+   PostgreSQL rejects);
+3. checks the password itself with MD5 against every password the
+   :class:`PasswordStore` holds for the user, because Redshift accepts every
+   unexpired temporary password of a user while a PostgreSQL role holds one;
+4. creates the user at first login (belonging only to PUBLIC) and grants the
+   password's existing ``db_roles``, opens the PostgreSQL session over the Unix
+   socket (trust), relays its startup answers with ``server_version`` set to
+   Redshift's, then relays both directions message by message.
+
+Sessions are never re-checked, so they outlive their password as on Redshift.
+Faults (refuse, reset, reset mid-handshake, delay) are injected through
+:attr:`Front.faults`. Log lines name events and users, never passwords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from rsauth.sandbox._passwords import PasswordStore
+from rsauth.sandbox._pgwire import (
+    AUTH_MD5,
+    CANCEL_REQUEST,
+    GSSENC_REQUEST,
+    PROTOCOL_3_0,
+    SSL_REQUEST,
+    AdminSession,
+    PgError,
+    ProtocolViolation,
+    authentication_request,
+    complete_prefix,
+    error_response,
+    parameter_status,
+    parse_error,
+    parse_parameter_status,
+    parse_startup_params,
+    quote_ident,
+    quote_literal,
+    startup_packet,
+)
+
+log = logging.getLogger("rsauth.sandbox.front")
+
+REDSHIFT_SERVER_VERSION = "8.0.2"
+
+# Startup parameters passed on to PostgreSQL, compared in lower case (PostgreSQL
+# treats setting names case-insensitively). Everything else is dropped.
+ALLOWED_STARTUP_PARAMETERS = frozenset(
+    {
+        "user",
+        "database",
+        "application_name",
+        "replication",
+        "options",
+        "client_encoding",
+        "datestyle",
+        "timezone",
+        "intervalstyle",
+        "extra_float_digits",
+        "search_path",
+        "statement_timeout",
+        "idle_in_transaction_session_timeout",
+        "bytea_output",
+    }
+)
+
+# PostgreSQL's NAMEDATALEN - 1; Redshift allows 127 bytes.
+MAX_IDENTIFIER_BYTES = 63
+# PostgreSQL's own cap on a startup packet (MAX_STARTUP_PACKET_LENGTH).
+_MAX_STARTUP_PACKET = 10_000
+_CHUNK = 256 * 1024
+_INT32 = struct.Struct("!i")
+_RESET_LINGER = struct.pack("ii", 1, 0)
+
+WRONG_PASSWORD = 'password authentication failed for user "{user}"'
+EXPIRED_PASSWORD = "IAM Authentication token has expired"
+# What PostgreSQL-derived servers, Redshift with require_ssl among them, answer a
+# plaintext login that the host rules refuse.
+SSL_OFF = 'no pg_hba.conf entry for host "{host}", user "{user}", database "{database}", SSL off'
+NAME_TOO_LONG = (
+    'user name "{user}" is {size} bytes long: Redshift allows 127 bytes, but the '
+    "sandbox's PostgreSQL cuts identifiers at 63 bytes, so the sandbox cannot hold this user"
+)
+
+
+def md5_response(user: bytes, password: bytes, salt: bytes) -> bytes:
+    """What a client answers to AuthenticationMD5Password, without the closing NUL.
+
+    ``"md5" + md5hex(md5hex(password + user) + salt)``, as libpq and
+    redshift_connector (``core.py``, ``handle_AUTHENTICATION_REQUEST``, code 5)
+    compute it. MD5 because the driver's SCRAM code fails when channel binding
+    is offered (SANDBOX-SPEC.md); the hash travels inside TLS anyway.
+    """
+    inner = hashlib.md5(password + user, usedforsecurity=False).hexdigest().encode("ascii")
+    return b"md5" + hashlib.md5(inner + salt, usedforsecurity=False).hexdigest().encode("ascii")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+HandshakeStage = Literal["ssl_answer", "tls"]
+
+
+@dataclass
+class _Rule:
+    count: int | None
+    fraction: float | None
+    rng: random.Random
+    seconds: float = 0.0
+    stage: HandshakeStage = "tls"
+
+    def fires(self) -> bool:
+        if self.count is not None:
+            if self.count <= 0:
+                return False
+            self.count -= 1
+            return True
+        assert self.fraction is not None
+        return self.rng.random() < self.fraction
+
+    def spent(self) -> bool:
+        return self.count is not None and self.count <= 0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The faults one accepted connection meets, drawn at accept time."""
+
+    delay: float = 0.0
+    refuse: bool = False
+    reset_after_accept: bool = False
+    reset_handshake: HandshakeStage | None = None
+
+
+_FAULT_KINDS = ("delay", "refuse", "reset_after_accept", "reset_handshake")
+
+
+class FrontFaults:
+    """Faults the front injects into new connections.
+
+    Each kind applies either to the next ``count`` connections or to a
+    ``fraction`` of connections, drawn from ``random.Random(seed)`` so a run
+    repeats (same seed, same order of connections). With neither given, the
+    fault hits the next connection. Setting a kind again replaces its rule.
+    Every rule draws for every accepted connection, so kinds do not disturb
+    each other's sequence. When several fire, the delay comes first, then the
+    first of refuse, reset after accept, reset mid-handshake.
+
+    - ``refuse``: close the accepted socket at once (an orderly FIN).
+    - ``reset_after_accept``: abort the accepted socket (``SO_LINGER`` 0, an RST).
+    - ``reset_handshake``: answer the SSLRequest with ``S``, then abort, either
+      at once (``stage="ssl_answer"``) or once the client's TLS ClientHello
+      has arrived (``stage="tls"``, the default). A plaintext client is reset
+      after its startup packet.
+    - ``delay``: sleep ``seconds`` after accept, before answering anything.
+    """
+
+    def __init__(self) -> None:
+        # Guards _rules and _injected: tests set faults while the front's loop draws.
+        self._lock = threading.Lock()
+        self._rules: dict[str, _Rule] = {}
+        self._injected: dict[str, int] = dict.fromkeys(_FAULT_KINDS, 0)
+
+    def refuse(
+        self, *, count: int | None = None, fraction: float | None = None, seed: int = 0
+    ) -> None:
+        self._set("refuse", _make_rule(count, fraction, seed))
+
+    def reset_after_accept(
+        self, *, count: int | None = None, fraction: float | None = None, seed: int = 0
+    ) -> None:
+        self._set("reset_after_accept", _make_rule(count, fraction, seed))
+
+    def reset_handshake(
+        self,
+        *,
+        stage: HandshakeStage = "tls",
+        count: int | None = None,
+        fraction: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        if stage not in ("ssl_answer", "tls"):
+            raise ValueError(f"stage must be 'ssl_answer' or 'tls', got {stage!r}")
+        rule = _make_rule(count, fraction, seed)
+        rule.stage = stage
+        self._set("reset_handshake", rule)
+
+    def delay(
+        self,
+        seconds: float,
+        *,
+        count: int | None = None,
+        fraction: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        if seconds < 0:
+            raise ValueError(f"delay seconds must be >= 0, got {seconds}")
+        rule = _make_rule(count, fraction, seed)
+        rule.seconds = seconds
+        self._set("delay", rule)
+
+    def clear(self, kind: str) -> None:
+        """Remove the rule of one kind (``"refuse"``, ``"delay"``, ...)."""
+        if kind not in _FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(_FAULT_KINDS)}")
+        with self._lock:
+            self._rules.pop(kind, None)
+
+    def reset(self) -> None:
+        """Remove every fault and zero the injection counts."""
+        with self._lock:
+            self._rules.clear()
+            self._injected = dict.fromkeys(_FAULT_KINDS, 0)
+
+    def active(self) -> list[str]:
+        """The kinds that may still fire."""
+        with self._lock:
+            return [kind for kind, rule in self._rules.items() if not rule.spent()]
+
+    def injected(self) -> dict[str, int]:
+        """How many connections met each fault since the last reset."""
+        with self._lock:
+            return dict(self._injected)
+
+    def _set(self, kind: str, rule: _Rule) -> None:
+        with self._lock:
+            self._rules[kind] = rule
+
+    def draw(self) -> _Plan:
+        """Decide the faults of one accepted connection."""
+        with self._lock:
+            fired = {
+                kind: rule
+                for kind in _FAULT_KINDS
+                if (rule := self._rules.get(kind)) is not None and rule.fires()
+            }
+            # Only the first closing fault takes effect; only effective faults count.
+            closing = next(
+                (k for k in ("refuse", "reset_after_accept", "reset_handshake") if k in fired),
+                None,
+            )
+            for kind in ("delay", closing):
+                if kind in fired:
+                    self._injected[kind] += 1
+        delay = fired.get("delay")
+        handshake = fired.get("reset_handshake")
+        return _Plan(
+            delay=delay.seconds if delay is not None else 0.0,
+            refuse=closing == "refuse",
+            reset_after_accept=closing == "reset_after_accept",
+            reset_handshake=(
+                handshake.stage if closing == "reset_handshake" and handshake is not None else None
+            ),
+        )
+
+
+def _make_rule(count: int | None, fraction: float | None, seed: int) -> _Rule:
+    if count is not None and fraction is not None:
+        raise ValueError("give count or fraction, not both")
+    if count is None and fraction is None:
+        count = 1
+    if count is not None and count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be within [0, 1], got {fraction}")
+    return _Rule(count=count, fraction=fraction, rng=random.Random(seed))
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class _LoginRefused(Exception):
+    """The front answered the client with an ErrorResponse; the connection ends."""
+
+
+class _Reset(Exception):
+    """A fault aborted the connection."""
+
+
+@dataclass
+class _Client:
+    """One client connection: the raw socket until the streams take it over."""
+
+    sock: socket.socket
+    peer: str
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    tls: bool = False
+    backend_key: bytes | None = None
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+        else:
+            self.sock.close()
+
+
+@dataclass
+class _Counters:
+    connections: int = 0
+    logins_ok: int = 0
+    logins_refused: int = 0
+    sessions_open: int = 0
+
+
+def _abort_with_rst(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_LINGER)
+    sock.close()
+
+
+async def _sock_read_exact(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
+) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise ConnectionError("client closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(5)
+    length = _INT32.unpack_from(header, 1)[0]
+    if length < 4:
+        raise ProtocolViolation(f"message length {length} is below the minimum of 4")
+    return header[:1], await reader.readexactly(length - 4)
+
+
+class Front:
+    """The sandbox's database port: TLS, Redshift-style logins, a relay to PostgreSQL.
+
+    ``start()`` binds ``host:port`` (port 0 picks a free one, read it from
+    :attr:`port`) and returns once listening; ``stop()`` closes the listener and
+    every session. The front runs its own asyncio loop in a daemon thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        pg_socket_path: str,
+        certfile: str,
+        keyfile: str,
+        passwords: PasswordStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        server_version: str = REDSHIFT_SERVER_VERSION,
+        require_tls: bool = True,
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        self.pg_socket_path = pg_socket_path
+        self.passwords = passwords
+        self.host = host
+        self.server_version = server_version
+        self.require_tls = require_tls
+        self.handshake_timeout = handshake_timeout
+        self.faults = FrontFaults()
+        self._requested_port = port
+        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._tls.load_cert_chain(certfile, keyfile)
+        # Guards _counters: the loop thread counts while callers read stats().
+        self._counter_lock = threading.Lock()
+        self._counters = _Counters()
+        self._listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Backend key data (pid + secret) of live sessions, for CancelRequest; loop thread only.
+        self._backend_keys: set[bytes] = set()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Serialises role creation and grants: concurrent first logins of one user.
+        self._role_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError("the front is not started")
+        return int(self._listener.getsockname()[1])
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Front:
+        if self._thread is not None:
+            raise RuntimeError("the front is already started")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self._requested_port))
+            listener.listen(128)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="rsauth-front-admin"
+        )
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_quiet_exception_handler)
+        self._loop = loop
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="rsauth-front", daemon=True)
+        self._thread.start()
+        started.wait()
+        asyncio.run_coroutine_threadsafe(self._begin(), loop).result()
+        log.debug("front listening on %s:%d", self.host, self.port)
+        return self
+
+    async def _begin(self) -> None:
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if thread.is_alive():
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+        if self._listener is not None:
+            self._listener.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._loop = self._thread = self._executor = None
+        log.debug("front stopped")
+
+    async def _shutdown(self) -> None:
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+        if self._listener is not None:
+            self._listener.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __enter__(self) -> Front:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- counts
+
+    def stats(self) -> dict[str, int]:
+        """Counts since start or the last :meth:`reset`.
+
+        ``connections`` accepted, ``logins_ok`` (sessions that reached
+        ReadyForQuery), ``logins_refused`` (a login answered with an error, by
+        the front or by PostgreSQL), ``sessions_open`` now, and ``fault_<kind>``
+        for each injected fault.
+        """
+        with self._counter_lock:
+            counts = {
+                "connections": self._counters.connections,
+                "logins_ok": self._counters.logins_ok,
+                "logins_refused": self._counters.logins_refused,
+                "sessions_open": self._counters.sessions_open,
+            }
+        counts.update({f"fault_{kind}": n for kind, n in self.faults.injected().items()})
+        return counts
+
+    def reset(self) -> None:
+        """Clear every fault and every count (open sessions stay open and counted)."""
+        self.faults.reset()
+        with self._counter_lock:
+            self._counters = _Counters(sessions_open=self._counters.sessions_open)
+
+    def _count(self, name: str, delta: int = 1) -> None:
+        with self._counter_lock:
+            setattr(self._counters, name, getattr(self._counters, name) + delta)
+
+    # ----------------------------------------------------------------- accept
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._listener is not None
+        while True:
+            try:
+                sock, address = await loop.sock_accept(self._listener)
+            except OSError:
+                log.debug("accept failed", exc_info=True)
+                await asyncio.sleep(0.05)
+                continue
+            self._count("connections")
+            # Drawn here, in accept order, so a seeded fraction repeats run to run.
+            plan = self.faults.draw()
+            task = loop.create_task(self._handle(sock, f"{address[0]}", plan))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, sock: socket.socket, peer: str, plan: _Plan) -> None:
+        client = _Client(sock, peer)
+        try:
+            if plan.delay:
+                log.debug("fault: delaying a connection by %.3fs", plan.delay)
+                await asyncio.sleep(plan.delay)
+            if plan.refuse:
+                log.debug("fault: refusing a connection")
+                sock.close()
+                return
+            if plan.reset_after_accept:
+                log.debug("fault: resetting a connection after accept")
+                _abort_with_rst(sock)
+                return
+            session = await asyncio.wait_for(self._open(client, plan), self.handshake_timeout)
+            if session is None:
+                return
+            await self._relay(client, *session)
+        except (_Reset, _LoginRefused):
+            pass
+        except asyncio.TimeoutError:
+            log.debug("client did not finish logging in within %.1fs", self.handshake_timeout)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as exc:
+            log.debug("client connection ended: %s", type(exc).__name__)
+        except ProtocolViolation as exc:
+            log.debug("protocol violation: %s", exc)
+        except asyncio.CancelledError:
+            client.abort()
+            raise
+        except Exception:
+            log.exception("front session failed")
+        finally:
+            await _close_client(client)
+
+    # ----------------------------------------------------------------- startup
+
+    async def _open(
+        self, client: _Client, plan: _Plan
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Negotiate, authenticate and open the PostgreSQL session; None if it ended."""
+        body = await self._first_packets(client, plan)
+        if body is None:
+            return None
+        if client.writer is None:  # plaintext, allowed when require_tls is off
+            await self._adopt_plain(client)
+        params = parse_startup_params(body[4:])
+        try:
+            db_roles = await self._authenticate(client, params)
+            return await self._connect_postgres(client, params, db_roles)
+        except _LoginRefused:
+            self._count("logins_refused")
+            raise
+
+    async def _first_packets(self, client: _Client, plan: _Plan) -> bytes | None:
+        """Answer SSL/GSS/cancel requests until the startup packet arrives; return its body."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if client.reader is None:
+                header = await _sock_read_exact(loop, client.sock, 4)
+            else:
+                header = await client.reader.readexactly(4)
+            length = _INT32.unpack(header)[0]
+            if not 8 <= length <= _MAX_STARTUP_PACKET:
+                raise ProtocolViolation(f"startup packet length {length} out of range")
+            if client.reader is None:
+                body = await _sock_read_exact(loop, client.sock, length - 4)
+            else:
+                body = await client.reader.readexactly(length - 4)
+            code = _INT32.unpack_from(body)[0]
+            if code == SSL_REQUEST:
+                if client.tls:
+                    raise ProtocolViolation("SSLRequest inside TLS")
+                await loop.sock_sendall(client.sock, b"S")
+                if plan.reset_handshake is not None:
+                    log.debug("fault: resetting a connection at stage %s", plan.reset_handshake)
+                    if plan.reset_handshake == "tls":
+                        with contextlib.suppress(OSError, asyncio.TimeoutError):
+                            await asyncio.wait_for(loop.sock_recv(client.sock, 4096), 5)
+                    _abort_with_rst(client.sock)
+                    raise _Reset
+                await self._start_tls(client)
+            elif code == GSSENC_REQUEST:
+                if client.writer is None:
+                    await loop.sock_sendall(client.sock, b"N")
+                else:
+                    raise ProtocolViolation("GSSENCRequest inside TLS")
+            elif code == CANCEL_REQUEST:
+                await self._forward_cancel(body[4:], header + body)
+                return None
+            elif code >> 16 == PROTOCOL_3_0 >> 16:
+                if plan.reset_handshake is not None:
+                    log.debug("fault: resetting a plaintext connection after its startup packet")
+                    _abort_with_rst(client.sock)
+                    raise _Reset
+                if not client.tls and self.require_tls:
+                    params = parse_startup_params(body[4:])
+                    text = SSL_OFF.format(
+                        host=client.peer,
+                        user=params.get("user", ""),
+                        database=params.get("database", params.get("user", "")),
+                    )
+                    log.debug("refusing a plaintext login")
+                    self._count("logins_refused")
+                    await loop.sock_sendall(client.sock, error_response("FATAL", "28000", text))
+                    raise _LoginRefused
+                return body
+            else:
+                text = (
+                    f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
+                    "server supports 3.0 to 3.0"
+                )
+                if client.writer is None:
+                    await loop.sock_sendall(client.sock, error_response("FATAL", "0A000", text))
+                else:
+                    await _send(client, error_response("FATAL", "0A000", text))
+                raise _LoginRefused
+
+    async def _start_tls(self, client: _Client) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol,
+            client.sock,
+            ssl=self._tls,
+            ssl_handshake_timeout=self.handshake_timeout,
+        )
+        client.reader = reader
+        client.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        client.tls = True
+
+    async def _adopt_plain(self, client: _Client) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, client.sock)
+        client.reader = reader
+        client.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def _forward_cancel(self, key: bytes, packet: bytes) -> None:
+        if key not in self._backend_keys:
+            log.debug("ignoring a cancel request for an unknown session")
+            return
+        log.debug("forwarding a cancel request")
+        _, writer = await asyncio.open_unix_connection(self.pg_socket_path)
+        try:
+            writer.write(packet)
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _refuse(self, client: _Client, sqlstate: str, text: str) -> _LoginRefused:
+        await _send(client, error_response("FATAL", sqlstate, text))
+        return _LoginRefused()
+
+    async def _authenticate(self, client: _Client, params: Mapping[str, str]) -> tuple[str, ...]:
+        """Check the client's password (MD5); return the db_roles of the matching one."""
+        assert client.reader is not None
+        user = params.get("user", "")
+        if not user:
+            raise await self._refuse(
+                client, "28000", "no PostgreSQL user name specified in startup packet"
+            )
+        size = len(user.encode())
+        if size > MAX_IDENTIFIER_BYTES:
+            log.debug("refusing a user name of %d bytes", size)
+            raise await self._refuse(client, "42622", NAME_TOO_LONG.format(user=user, size=size))
+        salt = secrets.token_bytes(4)
+        await _send(client, authentication_request(AUTH_MD5, salt))
+        kind, body = await _read_message(client.reader)
+        if kind != b"p":
+            raise await self._refuse(
+                client, "08P01", f"expected password response, got message type {kind!r}"
+            )
+        answer = body[:-1] if body.endswith(b"\0") else body
+        now = self.passwords.now()
+        user_bytes = user.encode()
+        expired_match = False
+        for issued in self.passwords.candidates(user):
+            expected = md5_response(user_bytes, issued.password.encode(), salt)
+            if hmac.compare_digest(expected, answer):
+                if not issued.expired(now):
+                    log.debug("password accepted for user %s (%s)", user, issued.source)
+                    return issued.db_roles
+                expired_match = True
+        if expired_match:
+            log.debug("expired password refused for user %s", user)
+            raise await self._refuse(client, "28000", EXPIRED_PASSWORD)
+        log.debug("wrong password refused for user %s", user)
+        raise await self._refuse(client, "28000", WRONG_PASSWORD.format(user=user))
+
+    def _prepare_role(self, user: str, db_roles: tuple[str, ...]) -> None:
+        """Create ``user`` at first login (member of PUBLIC only); grant existing db_roles.
+
+        Blocking: runs in the front's executor.
+        """
+        roles = [
+            role
+            for role in dict.fromkeys(db_roles)
+            if role != user and 0 < len(role.encode()) <= MAX_IDENTIFIER_BYTES
+        ]
+        names = ", ".join(quote_literal(name) for name in [user, *roles])
+        with self._role_lock, AdminSession(self.pg_socket_path) as admin:
+            # Every name is quoted with quote_literal / quote_ident.
+            found = admin.execute(f"select rolname from pg_roles where rolname in ({names})")  # noqa: S608
+            existing = {row[0] for row in found.rows}
+            if user not in existing:
+                log.debug("creating database user %s at first login", user)
+                admin.execute(f"create role {quote_ident(user)} login")
+            grants = [role for role in roles if role in existing]
+            if grants:
+                log.debug("granting %d database role(s) to %s", len(grants), user)
+                admin.execute(
+                    "; ".join(f"grant {quote_ident(r)} to {quote_ident(user)}" for r in grants)
+                )
+
+    async def _connect_postgres(
+        self, client: _Client, params: Mapping[str, str], db_roles: tuple[str, ...]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        loop = asyncio.get_running_loop()
+        user = params["user"]
+        try:
+            await loop.run_in_executor(self._executor, self._prepare_role, user, db_roles)
+        except PgError as exc:
+            log.warning("could not prepare database user %s: %s", user, exc.sqlstate)
+            raise await self._refuse(
+                client, exc.sqlstate or "XX000", f"could not prepare user: {exc.fields.get('M')}"
+            ) from exc
+        except OSError as exc:
+            raise await self._refuse(
+                client, "57P03", "the sandbox's PostgreSQL is not accepting connections"
+            ) from exc
+        kept = {k: v for k, v in params.items() if k.lower() in ALLOWED_STARTUP_PARAMETERS}
+        dropped = sorted(set(params) - set(kept))
+        if dropped:
+            log.debug("dropped startup parameters: %s", ", ".join(dropped))
+        try:
+            pg_reader, pg_writer = await asyncio.open_unix_connection(
+                self.pg_socket_path, limit=_CHUNK
+            )
+        except OSError as exc:
+            raise await self._refuse(
+                client, "57P03", "the sandbox's PostgreSQL is not accepting connections"
+            ) from exc
+        try:
+            pg_writer.write(startup_packet(kept))
+            await pg_writer.drain()
+            if not await self._relay_startup(client, pg_reader):
+                raise _LoginRefused
+        except BaseException:
+            pg_writer.transport.abort()
+            raise
+        return pg_reader, pg_writer
+
+    async def _relay_startup(self, client: _Client, pg_reader: asyncio.StreamReader) -> bool:
+        """Pass PostgreSQL's startup answers on; True once the session is ready."""
+        batch: list[bytes] = []
+        key: bytes | None = None
+        while True:
+            kind, body = await _read_message(pg_reader)
+            if kind == b"S":
+                name, _ = parse_parameter_status(body)
+                if name == "server_version":
+                    batch.append(parameter_status(name, self.server_version))
+                    continue
+            elif kind == b"K":
+                key = body
+            elif kind == b"R" and _INT32.unpack_from(body)[0] != 0:
+                # PostgreSQL must trust the front; anything else is a sandbox bug.
+                code = _INT32.unpack_from(body)[0]
+                log.error("PostgreSQL asked the front for authentication (code %d)", code)
+                await _send(
+                    client,
+                    error_response("FATAL", "XX000", "the sandbox's PostgreSQL asked for a login"),
+                )
+                return False
+            elif kind == b"E":
+                fields = parse_error(body)
+                log.debug("PostgreSQL refused the session: %s", fields.get("C"))
+                batch.append(_frame(kind, body))
+                await _send(client, b"".join(batch))
+                return False
+            batch.append(_frame(kind, body))
+            if kind == b"Z":
+                await _send(client, b"".join(batch))
+                if key is not None:
+                    self._backend_keys.add(key)
+                    client.backend_key = key
+                return True
+
+    # ----------------------------------------------------------------- relay
+
+    async def _relay(
+        self, client: _Client, pg_reader: asyncio.StreamReader, pg_writer: asyncio.StreamWriter
+    ) -> None:
+        assert client.reader is not None
+        assert client.writer is not None
+        self._count("logins_ok")
+        self._count("sessions_open")
+        key = client.backend_key
+        try:
+            upstream = asyncio.ensure_future(_pump(client.reader, pg_writer))
+            downstream = asyncio.ensure_future(_pump(pg_reader, client.writer))
+            try:
+                done, _ = await asyncio.wait(
+                    {upstream, downstream}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (upstream, downstream):
+                    task.cancel()
+                await asyncio.gather(upstream, downstream, return_exceptions=True)
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, ConnectionError | OSError):
+                    log.debug("relay ended: %s", type(exc).__name__)
+        finally:
+            if key is not None:
+                self._backend_keys.discard(key)
+            self._count("sessions_open", -1)
+            pg_writer.transport.abort()
+
+
+def _frame(kind: bytes, body: bytes) -> bytes:
+    return kind + _INT32.pack(len(body) + 4) + body
+
+
+async def _send(client: _Client, data: bytes) -> None:
+    if client.writer is None:
+        await asyncio.get_running_loop().sock_sendall(client.sock, data)
+        return
+    client.writer.write(data)
+    await client.writer.drain()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy whole messages from ``reader`` to ``writer``, one write per read batch.
+
+    Message boundaries are found (not copied) so that a feature that must see
+    single messages (COPY, say) can hook in here; a partial message waits for
+    the rest of its bytes.
+    """
+    pending = bytearray()
+    need = 0  # bytes pending must hold before another complete message can exist
+    while True:
+        chunk = await reader.read(_CHUNK)
+        if not chunk:
+            break
+        if not pending:
+            end = complete_prefix(chunk)
+            if end:
+                writer.write(chunk if end == len(chunk) else chunk[:end])
+            if end < len(chunk):
+                pending += chunk[end:]
+                need = _needed(pending)
+        else:
+            pending += chunk
+            if len(pending) < need:
+                continue
+            end = complete_prefix(pending)
+            if end:
+                writer.write(bytes(pending[:end]))
+                del pending[:end]
+            need = _needed(pending)
+        await writer.drain()
+    if writer.can_write_eof():
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+
+def _needed(pending: bytearray) -> int:
+    if len(pending) < 5:
+        return 5
+    return 1 + int(_INT32.unpack_from(pending, 1)[0])
+
+
+async def _close_client(client: _Client) -> None:
+    writer = client.writer
+    if writer is None:
+        client.sock.close()
+        return
+    if writer.transport.is_closing():
+        return
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 2)
+
+
+def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """Log what asyncio reports about dying client transports at debug level, not error."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError | ssl.SSLError | ConnectionError):
+        log.debug("transport error: %s", type(exc).__name__)
+        return
+    log.warning(
+        "front event loop: %s",
+        context.get("message"),
+        exc_info=exc if isinstance(exc, BaseException) else None,
+    )

@@ -1,0 +1,150 @@
+"""Everything the sandbox asks of moto, in one place.
+
+moto runs inside the sandbox process as a WSGI application. Identities are
+read from its STS and IAM backends (moto already maps an assumed role's keys
+and an IAM user's keys to the right ARN); writes go through moto's own API
+with boto3, marked internal so they are neither counted nor faulted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sts import STSClient
+
+INTERNAL_AGENT = "rsauth-sandbox-internal"
+
+
+def moto_wsgi_app() -> Any:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return DomainDispatcherApplication(create_backend_app)
+
+
+class MotoBridge:
+    def __init__(self, account_id: str, region: str) -> None:
+        self.account_id = account_id
+        self.region = region
+        self.endpoint_url = ""
+        # Guards lazy client creation: request threads share these clients.
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = boto3.session.Session(
+                    aws_access_key_id="AKIASANDBOXINTERNAL0",
+                    aws_secret_access_key="sandbox-internal",
+                    region_name=self.region,
+                ).client(
+                    service,  # type: ignore[call-overload]
+                    endpoint_url=self.endpoint_url,
+                    config=Config(user_agent_extra=INTERNAL_AGENT, retries={"max_attempts": 1}),
+                )
+                self._clients[service] = client
+            return client
+
+    @property
+    def iam(self) -> IAMClient:
+        client: IAMClient = self._client("iam")
+        return client
+
+    @property
+    def secrets(self) -> SecretsManagerClient:
+        client: SecretsManagerClient = self._client("secretsmanager")
+        return client
+
+    @property
+    def sts(self) -> STSClient:
+        client: STSClient = self._client("sts")
+        return client
+
+    # -- identities -------------------------------------------------------------------
+
+    def _backends(self) -> tuple[Any, Any]:
+        from moto.iam.models import iam_backends
+        from moto.sts.models import sts_backends
+
+        return iam_backends[self.account_id]["aws"], sts_backends[self.account_id]["aws"]
+
+    def principal_arn(self, access_key_id: str) -> str | None:
+        """The ARN moto knows this access key as, or None for an unknown key."""
+        if not access_key_id:
+            return None
+        iam, sts = self._backends()
+        assumed = sts.get_assumed_role_from_access_key(access_key_id)
+        if assumed is not None:
+            return str(assumed.arn)
+        user = iam.get_user_from_access_key_id(access_key_id)
+        if user is not None:
+            return str(user.arn)
+        return None
+
+    def principal_tags(self, arn: str) -> dict[str, str]:
+        """Tags on the IAM user or role behind ``arn`` (principal tags)."""
+        resource = arn.split(":", 5)[5]
+        kind, _, rest = resource.partition("/")
+        try:
+            if kind == "user":
+                tags = self.iam.list_user_tags(UserName=rest.rsplit("/", 1)[-1])["Tags"]
+            elif kind in ("assumed-role", "role"):
+                name = rest.split("/", 1)[0] if kind == "assumed-role" else rest.rsplit("/", 1)[-1]
+                tags = self.iam.list_role_tags(RoleName=name)["Tags"]
+            else:
+                return {}
+        except self.iam.exceptions.NoSuchEntityException:
+            return {}
+        return {tag["Key"]: tag["Value"] for tag in tags}
+
+    def create_user_with_keys(self, name: str) -> tuple[str, str, str]:
+        """An IAM user with one access key: (arn, access key id, secret access key)."""
+        arn = self.iam.create_user(UserName=name)["User"]["Arn"]
+        key = self.iam.create_access_key(UserName=name)["AccessKey"]
+        return arn, key["AccessKeyId"], key["SecretAccessKey"]
+
+    # -- secrets ----------------------------------------------------------------------
+
+    def put_secret(self, name: str, document: str) -> str:
+        """Create the secret, or give it a new AWSCURRENT version; returns its ARN."""
+        try:
+            return self.secrets.create_secret(Name=name, SecretString=document)["ARN"]
+        except self.secrets.exceptions.ResourceExistsException:
+            return self.secrets.put_secret_value(SecretId=name, SecretString=document)["ARN"]
+
+    def stages(self, secret_id: str) -> dict[str, list[str]]:
+        versions = self.secrets.describe_secret(SecretId=secret_id)["VersionIdsToStages"]
+        return {version: list(stages) for version, stages in versions.items()}
+
+    def current_document(self, secret_id: str) -> dict[str, Any]:
+        value = self.secrets.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")
+        document: dict[str, Any] = json.loads(value["SecretString"])
+        return document
+
+    def add_pending(self, secret_id: str, document: str) -> str:
+        """A new version labelled AWSPENDING only; returns its version id."""
+        return self.secrets.put_secret_value(
+            SecretId=secret_id, SecretString=document, VersionStages=["AWSPENDING"]
+        )["VersionId"]
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        """Move AWSCURRENT to ``version_id`` (the old one becomes AWSPREVIOUS), drop AWSPENDING."""
+        current = [v for v, stages in self.stages(secret_id).items() if "AWSCURRENT" in stages]
+        self.secrets.update_secret_version_stage(
+            SecretId=secret_id,
+            VersionStage="AWSCURRENT",
+            MoveToVersionId=version_id,
+            **({"RemoveFromVersionId": current[0]} if current else {}),
+        )
+        self.secrets.update_secret_version_stage(
+            SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=version_id
+        )

@@ -1,0 +1,565 @@
+"""The AWS side of the sandbox: ``redshift-serverless`` over AWS JSON 1.1, the rest moto.
+
+One WSGI application answers every AWS endpoint. It reads the SigV4 credential
+scope of each request to learn the service, answers ``redshift-serverless``
+itself, records the session tags of STS ``AssumeRole`` (moto drops them), and
+hands everything else to moto's own server application. It counts calls per
+``service.Operation`` and applies the control-plane faults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from io import BytesIO
+from typing import Any
+from urllib.parse import parse_qs
+from xml.etree import ElementTree
+
+from rsauth.sandbox._errors import ApiError, error_response, json_response, protocol_of
+from rsauth.sandbox._faults import PlaneFaults
+from rsauth.sandbox._identity import database_user
+from rsauth.sandbox._moto import INTERNAL_AGENT, MotoBridge
+from rsauth.sandbox._passwords import IssuedPassword, PasswordStore
+
+log = logging.getLogger("rsauth.sandbox")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_NAME = re.compile(r"^[a-z0-9-]{3,64}$")
+_DOMAIN = re.compile(
+    r"^(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])$"
+)
+_SCOPE = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
+_DB_ROLE_TAG = "RedshiftDbRoles"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who signed a request: the access key id and the principal moto knows it as."""
+
+    access_key_id: str
+    arn: str
+
+
+@dataclass
+class Namespace:
+    name: str
+    account_id: str
+    region: str
+    db_name: str
+    admin_username: str
+    creator_arn: str
+    admin_secret_arn: str | None = None
+    default_iam_role_arn: str | None = None
+    iam_roles: list[str] = field(default_factory=list)
+    status: str = "AVAILABLE"
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: float = field(default_factory=time.time)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:redshift-serverless:{self.region}:{self.account_id}:namespace/{self.id}"
+
+    def describe(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "namespaceName": self.name,
+            "namespaceId": self.id,
+            "namespaceArn": self.arn,
+            "status": self.status,
+            "dbName": self.db_name,
+            "adminUsername": self.admin_username,
+            "iamRoles": list(self.iam_roles),
+            "kmsKeyId": "AWS_OWNED_KMS_KEY",
+            "logExports": [],
+            "creationDate": _iso(self.created),
+        }
+        if self.admin_secret_arn:
+            body["adminPasswordSecretArn"] = self.admin_secret_arn
+            body["adminPasswordSecretKmsKeyId"] = "AWS_OWNED_KMS_KEY"
+        if self.default_iam_role_arn:
+            body["defaultIamRoleArn"] = self.default_iam_role_arn
+        return body
+
+
+@dataclass
+class Workgroup:
+    name: str
+    namespace_name: str
+    account_id: str
+    region: str
+    address: str
+    port: int
+    base_capacity: int = 128
+    publicly_accessible: bool = False
+    custom_domain_name: str | None = None
+    status: str = "AVAILABLE"
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created: float = field(default_factory=time.time)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:redshift-serverless:{self.region}:{self.account_id}:workgroup/{self.id}"
+
+    def describe(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "workgroupName": self.name,
+            "workgroupId": self.id,
+            "workgroupArn": self.arn,
+            "namespaceName": self.namespace_name,
+            "status": self.status,
+            "baseCapacity": self.base_capacity,
+            "enhancedVpcRouting": False,
+            "publiclyAccessible": self.publicly_accessible,
+            "port": self.port,
+            "endpoint": {"address": self.address, "port": self.port, "vpcEndpoints": []},
+            "configParameters": [],
+            "securityGroupIds": [],
+            "subnetIds": [],
+            "creationDate": _iso(self.created),
+        }
+        if self.custom_domain_name:
+            body["customDomainName"] = self.custom_domain_name
+        return body
+
+
+class ControlPlane:
+    """State and operations of the sandbox's ``redshift-serverless`` service."""
+
+    def __init__(
+        self,
+        *,
+        account_id: str,
+        region: str,
+        endpoint_address: str,
+        endpoint_port: int,
+        moto: MotoBridge,
+        passwords: PasswordStore,
+        database: Callable[[str], None],
+        faults: PlaneFaults,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account_id = account_id
+        self.region = region
+        self.endpoint_address = endpoint_address
+        self.endpoint_port = endpoint_port
+        self.moto = moto
+        self.passwords = passwords
+        self._sql = database
+        self.faults = faults
+        self._clock = clock
+        self.lifetime_override: float | None = None
+        # Guards the namespace and workgroup tables, the call counter and the tag record.
+        self._lock = threading.Lock()
+        self.namespaces: dict[str, Namespace] = {}
+        self.workgroups: dict[str, Workgroup] = {}
+        self.calls: Counter[str] = Counter()
+        self.session_tags: dict[str, dict[str, str]] = {}
+        self._operations: dict[str, Callable[[Caller, dict[str, Any]], dict[str, Any]]] = {
+            "CreateNamespace": self.create_namespace,
+            "UpdateNamespace": self.update_namespace,
+            "GetNamespace": self.get_namespace,
+            "ListNamespaces": self.list_namespaces,
+            "CreateWorkgroup": self.create_workgroup,
+            "GetWorkgroup": self.get_workgroup,
+            "ListWorkgroups": self.list_workgroups,
+            "GetCredentials": self.get_credentials,
+        }
+
+    # -- identity ---------------------------------------------------------------------
+
+    def caller_arn(self, access_key_id: str) -> str:
+        arn = self.moto.principal_arn(access_key_id)
+        if arn is None:
+            raise ApiError(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
+        return arn
+
+    def db_roles_for(self, caller: Caller) -> tuple[str, ...]:
+        with self._lock:
+            tags = dict(self.session_tags.get(caller.access_key_id, {}))
+        if _DB_ROLE_TAG not in tags:
+            tags.update(self.moto.principal_tags(caller.arn))
+        value = tags.get(_DB_ROLE_TAG, "")
+        return tuple(role for role in value.split(":") if role)
+
+    # -- operations ---------------------------------------------------------------------
+
+    @staticmethod
+    def _check_name(field_name: str, value: Any, *, required: bool = True) -> str:
+        if value is None and not required:
+            return ""
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise ApiError(
+                "ValidationException",
+                f"1 validation error detected: Value '{value}' at '{field_name}' failed to "
+                "satisfy constraint: Member must satisfy regular expression pattern: "
+                "^[a-z0-9-]+$ and have length between 3 and 64",
+            )
+        return value
+
+    def _namespace(self, name: str) -> Namespace:
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            raise ApiError("ResourceNotFoundException", f"namespace {name} not found.")
+        return namespace
+
+    def _workgroup(self, name: str) -> Workgroup:
+        workgroup = self.workgroups.get(name)
+        if workgroup is None:
+            raise ApiError("ResourceNotFoundException", f"Workgroup {name} not found.")
+        return workgroup
+
+    def create_namespace(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._check_name("namespaceName", body.get("namespaceName"))
+        manage = bool(body.get("manageAdminPassword"))
+        if manage and body.get("adminUserPassword"):
+            raise ApiError(
+                "ValidationException",
+                "You can't use adminUserPassword if manageAdminPassword is true.",
+            )
+        roles = list(body.get("iamRoles") or [])
+        default_role = body.get("defaultIamRoleArn")
+        if default_role and default_role not in roles:
+            raise ApiError(
+                "ValidationException",
+                "The default IAM role must be one of the IAM roles associated with the namespace.",
+            )
+        admin_username = body.get("adminUsername") or "admin"
+        with self._lock:
+            if name in self.namespaces:
+                raise ApiError("ConflictException", f"Namespace {name} already exists.")
+            namespace = Namespace(
+                name=name,
+                account_id=self.account_id,
+                region=self.region,
+                db_name=body.get("dbName") or "dev",
+                admin_username=admin_username,
+                creator_arn=caller.arn,
+                default_iam_role_arn=default_role,
+                iam_roles=roles,
+            )
+            self.namespaces[name] = namespace
+        self._create_database(namespace)
+        self._set_admin_password(namespace, manage, body.get("adminUserPassword"))
+        creator = database_user(caller.arn)
+        self._sql(f"{_create_role(creator)} ALTER ROLE {_ident(creator)} SUPERUSER;")
+        return {"namespace": namespace.describe()}
+
+    def _create_database(self, namespace: Namespace) -> None:
+        try:
+            self._sql(f"CREATE DATABASE {_ident(namespace.db_name)}")
+        except Exception as exc:  # the database may already exist for another namespace
+            if "already exists" not in str(exc):
+                raise
+
+    def _set_admin_password(self, namespace: Namespace, manage: bool, explicit: str | None) -> None:
+        user = namespace.admin_username
+        password = explicit or generate_password()
+        self._sql(f"{_create_role(user)} ALTER ROLE {_ident(user)} SUPERUSER;")
+        if manage:
+            secret_name = f"redshift!{namespace.name}-{user}"
+            document = json.dumps({"username": user, "password": password})
+            namespace.admin_secret_arn = self.moto.put_secret(secret_name, document)
+        self.passwords.set_static(user, password, source="admin")
+
+    def update_namespace(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        namespace = self._namespace(self._check_name("namespaceName", body.get("namespaceName")))
+        roles = body.get("iamRoles")
+        default_role = body.get("defaultIamRoleArn")
+        with self._lock:
+            new_roles = list(roles) if roles is not None else list(namespace.iam_roles)
+            if default_role is not None and default_role not in new_roles:
+                raise ApiError(
+                    "ValidationException",
+                    "The default IAM role must be one of the IAM roles associated "
+                    "with the namespace.",
+                )
+            namespace.iam_roles = new_roles
+            if default_role is not None:
+                namespace.default_iam_role_arn = default_role or None
+            if body.get("adminUsername"):
+                namespace.admin_username = body["adminUsername"]
+        if body.get("manageAdminPassword") or body.get("adminUserPassword"):
+            if body.get("manageAdminPassword") and body.get("adminUserPassword"):
+                raise ApiError(
+                    "ValidationException",
+                    "You can't use adminUserPassword if manageAdminPassword is true.",
+                )
+            self._set_admin_password(
+                namespace, bool(body.get("manageAdminPassword")), body.get("adminUserPassword")
+            )
+        return {"namespace": namespace.describe()}
+
+    def get_namespace(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._check_name("namespaceName", body.get("namespaceName"))
+        return {"namespace": self._namespace(name).describe()}
+
+    def list_namespaces(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        items, token = self._page(sorted(self.namespaces), body)
+        result: dict[str, Any] = {"namespaces": [self.namespaces[n].describe() for n in items]}
+        if token:
+            result["nextToken"] = token
+        return result
+
+    def create_workgroup(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._check_name("workgroupName", body.get("workgroupName"))
+        namespace = self._namespace(self._check_name("namespaceName", body.get("namespaceName")))
+        with self._lock:
+            if name in self.workgroups:
+                raise ApiError("ConflictException", f"Workgroup {name} already exists.")
+            workgroup = Workgroup(
+                name=name,
+                namespace_name=namespace.name,
+                account_id=self.account_id,
+                region=self.region,
+                address=self.endpoint_address,
+                port=self.endpoint_port,
+                base_capacity=int(body.get("baseCapacity") or 128),
+                publicly_accessible=bool(body.get("publiclyAccessible")),
+            )
+            self.workgroups[name] = workgroup
+        return {"workgroup": workgroup.describe()}
+
+    def get_workgroup(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._check_name("workgroupName", body.get("workgroupName"))
+        return {"workgroup": self._workgroup(name).describe()}
+
+    def list_workgroups(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        items, token = self._page(sorted(self.workgroups), body)
+        result: dict[str, Any] = {"workgroups": [self.workgroups[n].describe() for n in items]}
+        if token:
+            result["nextToken"] = token
+        return result
+
+    @staticmethod
+    def _page(names: list[str], body: dict[str, Any]) -> tuple[list[str], str | None]:
+        size = body.get("maxResults", 100)
+        if not isinstance(size, int) or not 1 <= size <= 100:
+            raise ApiError(
+                "ValidationException",
+                f"1 validation error detected: Value '{size}' at 'maxResults' failed to "
+                "satisfy constraint: Member must have value between 1 and 100",
+            )
+        start = 0
+        if body.get("nextToken"):
+            try:
+                start = int(body["nextToken"])
+            except ValueError:
+                raise ApiError("ValidationException", "Invalid nextToken.") from None
+        end = start + size
+        return names[start:end], (str(end) if end < len(names) else None)
+
+    def get_credentials(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        domain = body.get("customDomainName")
+        if body.get("workgroupName") is not None:
+            workgroup = self._workgroup(self._check_name("workgroupName", body["workgroupName"]))
+        elif domain is not None:
+            if not isinstance(domain, str) or not _DOMAIN.match(domain):
+                raise ApiError(
+                    "ValidationException",
+                    f"1 validation error detected: Value '{domain}' at 'customDomainName' "
+                    "failed to satisfy constraint: Member must satisfy the domain name pattern",
+                )
+            found = [w for w in self.workgroups.values() if w.custom_domain_name == domain]
+            if not found:
+                raise ApiError(
+                    "ResourceNotFoundException", f"Custom domain name {domain} not found."
+                )
+            workgroup = found[0]
+        else:
+            raise ApiError(
+                "ValidationException", "Either workgroupName or customDomainName is required."
+            )
+        duration = body.get("durationSeconds", 900)
+        if not isinstance(duration, int) or not 900 <= duration <= 3600:
+            raise ApiError(
+                "ValidationException",
+                "Invalid durationSeconds: the value must be between 900 and 3600 seconds.",
+            )
+        self.faults.check_denied(caller.arn, workgroup.arn)
+        if workgroup.status != "AVAILABLE":
+            raise ApiError(
+                "ValidationException",
+                f"Workgroup {workgroup.name} is not available (status {workgroup.status}).",
+            )
+        user = database_user(caller.arn)
+        lifetime = self.lifetime_override if self.lifetime_override is not None else duration
+        now = self._clock()
+        expires = now + lifetime
+        password = secrets.token_urlsafe(24)
+        self.passwords.add(IssuedPassword(user, password, expires, self.db_roles_for(caller)))
+        # Whole seconds on the wire, as AWS sends them; the front honours the exact instant.
+        return {
+            "dbUser": user,
+            "dbPassword": password,
+            "expiration": int(expires),
+            "nextRefreshTime": int(expires),
+        }
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def dispatch(self, operation: str, access_key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        handler = self._operations.get(operation)
+        if handler is None:
+            raise ApiError(
+                "UnknownOperationException",
+                f"The sandbox does not implement RedshiftServerless.{operation}.",
+            )
+        return handler(Caller(access_key_id, self.caller_arn(access_key_id)), body)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _create_role(name: str) -> str:
+    literal = "'" + name.replace("'", "''") + "'"
+    return (
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+        f"{literal}) THEN CREATE ROLE {_ident(name)} LOGIN; END IF; END $$;"
+    )
+
+
+def generate_password() -> str:
+    # Redshift's rules: 8-64 characters with upper, lower and a digit.
+    return "Aa1" + secrets.token_urlsafe(21)
+
+
+def _operation_name(service: str, environ: dict[str, Any], body: bytes) -> str:
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return str(target).rsplit(".", 1)[-1]
+    if body.startswith(b"Action=") or b"&Action=" in body:
+        action = parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
+        if action:
+            return str(action)
+    query_action = parse_qs(environ.get("QUERY_STRING", "")).get("Action", [""])[0]
+    if query_action:
+        return str(query_action)
+    return str(environ.get("REQUEST_METHOD", "GET"))
+
+
+class AwsApplication:
+    """The WSGI application behind every ``AWS_ENDPOINT_URL_*`` of the sandbox."""
+
+    def __init__(self, plane: ControlPlane, moto_app: WsgiApp) -> None:
+        self.plane = plane
+        self.moto_app = moto_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = BytesIO(body)
+        scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        access_key_id, service = (scope.group(1), scope.group(3)) if scope else ("", "")
+        internal = INTERNAL_AGENT in environ.get("HTTP_USER_AGENT", "")
+        operation = _operation_name(service, environ, body)
+        if not internal:
+            with self.plane._lock:
+                self.plane.calls[f"{service or 'unknown'}.{operation}"] += 1
+            try:
+                self.plane.faults.before_call(service, operation)
+            except ApiError as error:
+                return error_response(start_response, error, protocol_of(service, environ))
+        if service == "redshift-serverless":
+            return self._serverless(start_response, access_key_id, operation, body)
+        if service == "secretsmanager" and operation == "GetSecretValue":
+            environ = _pin_current_stage(environ, body)
+        if service == "sts" and operation == "AssumeRole":
+            return self._assume_role(environ, start_response, body)
+        return self.moto_app(environ, start_response)
+
+    def _serverless(
+        self, start_response: StartResponse, access_key_id: str, operation: str, body: bytes
+    ) -> list[bytes]:
+        try:
+            request = json.loads(body or b"{}")
+            if not isinstance(request, dict):
+                raise ApiError("SerializationException", "The request body must be a JSON object.")
+            result = self.plane.dispatch(operation, access_key_id, request)
+        except ApiError as error:
+            return error_response(start_response, error)
+        except json.JSONDecodeError:
+            return error_response(
+                start_response, ApiError("SerializationException", "Malformed JSON body.")
+            )
+        except Exception:
+            log.exception("sandbox control plane failed on %s", operation)
+            return error_response(
+                start_response,
+                ApiError("InternalServerException", "The sandbox failed on this request.", 500),
+            )
+        return json_response(start_response, result)
+
+    def _assume_role(
+        self, environ: dict[str, Any], start_response: StartResponse, body: bytes
+    ) -> Iterable[bytes]:
+        form = parse_qs(body.decode(errors="replace"))
+        tags: dict[str, str] = {}
+        index = 1
+        while f"Tags.member.{index}.Key" in form:
+            tags[form[f"Tags.member.{index}.Key"][0]] = form.get(
+                f"Tags.member.{index}.Value", [""]
+            )[0]
+            index += 1
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        chunks = b"".join(self.moto_app(environ, capture))
+        if tags and captured.get("status", "").startswith("200"):
+            key = _access_key_in(chunks)
+            if key:
+                with self.plane._lock:
+                    self.plane.session_tags[key] = tags
+        start_response(captured["status"], captured["headers"])
+        return [chunks]
+
+
+def _access_key_in(xml: bytes) -> str | None:
+    try:
+        root = ElementTree.fromstring(xml)  # noqa: S314 - moto's own answer, in-process
+    except ElementTree.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag.endswith("AccessKeyId") and element.text:
+            return element.text
+    return None
+
+
+def _pin_current_stage(environ: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """Ask moto for ``AWSCURRENT`` explicitly when the caller named no version.
+
+    moto answers a GetSecretValue without VersionId or VersionStage from the
+    version the secret was created or last put with, even after
+    UpdateSecretVersionStage moved AWSCURRENT elsewhere; Secrets Manager
+    answers with the AWSCURRENT version.
+    """
+    try:
+        request = json.loads(body or b"{}")
+    except json.JSONDecodeError:
+        return environ
+    if not isinstance(request, dict) or "VersionId" in request or "VersionStage" in request:
+        return environ
+    request["VersionStage"] = "AWSCURRENT"
+    data = json.dumps(request).encode()
+    return {**environ, "wsgi.input": BytesIO(data), "CONTENT_LENGTH": str(len(data))}

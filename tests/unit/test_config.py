@@ -1,0 +1,198 @@
+"""Configuration: argument > RSAUTH_* environment > default, validated with clear messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rsauth import ConfigurationError
+from rsauth._config import SETTINGS, UNSET, resolve, resolve_region
+
+ROLE = "arn:aws:iam::123456789012:role/RedshiftAdmin"
+
+
+def test_defaults() -> None:
+    options = resolve({"workgroup": "analytics"}, {})
+    assert options.method == "iam"
+    assert options.duration == 900
+    assert options.database is None
+    assert options.db_roles == ()
+    assert options.fallback is False
+
+
+def test_environment_fills_what_arguments_leave_out() -> None:
+    env = {
+        "RSAUTH_WORKGROUP": "from-env",
+        "RSAUTH_DATABASE": "envdb",
+        "RSAUTH_METHOD": "superuser",
+        "RSAUTH_DURATION": "1800",
+        "RSAUTH_ROLE_ARN": ROLE,
+        "RSAUTH_CUSTOM_DOMAIN": "db.example.com",
+    }
+    options = resolve({}, env)
+    assert options.workgroup == "from-env"
+    assert options.database == "envdb"
+    assert options.method == "superuser"
+    assert options.duration == 1800
+    assert options.role_arn == ROLE
+    assert options.custom_domain == "db.example.com"
+
+
+def test_argument_beats_environment() -> None:
+    env = {"RSAUTH_WORKGROUP": "from-env", "RSAUTH_DURATION": "1800", "RSAUTH_METHOD": "secret"}
+    options = resolve({"workgroup": "from-arg", "duration": 3600, "method": "iam"}, env)
+    assert (options.workgroup, options.duration, options.method) == ("from-arg", 3600, "iam")
+
+
+def test_none_and_unset_mean_not_given() -> None:
+    env = {"RSAUTH_WORKGROUP": "from-env"}
+    assert resolve({"workgroup": None}, env).workgroup == "from-env"
+    assert resolve({"workgroup": UNSET}, env).workgroup == "from-env"
+
+
+def test_empty_environment_variable_is_ignored() -> None:
+    assert resolve({"workgroup": "wg1"}, {"RSAUTH_DURATION": ""}).duration == 900
+
+
+def test_every_setting_with_an_environment_variable_is_rsauth_prefixed() -> None:
+    envs = {setting.env for setting in SETTINGS if setting.env}
+    assert envs == {
+        "RSAUTH_WORKGROUP",
+        "RSAUTH_CUSTOM_DOMAIN",
+        "RSAUTH_DATABASE",
+        "RSAUTH_METHOD",
+        "RSAUTH_SECRET_ID",
+        "RSAUTH_ROLE_ARN",
+        "RSAUTH_DURATION",
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "names"),
+    [
+        ({"workgroup": "AB"}, {}, ["workgroup='AB'", "3 to 64", "a-z", "0-9"]),
+        ({"workgroup": "Analytics"}, {}, ["workgroup='Analytics'", "lowercase"]),
+        ({"workgroup": "x" * 65}, {}, ["workgroup=", "3 to 64"]),
+        ({"workgroup": "a_b_c"}, {}, ["workgroup='a_b_c'", "hyphens"]),
+        ({}, {"RSAUTH_WORKGROUP": "BAD!"}, ["RSAUTH_WORKGROUP='BAD!'", "3 to 64"]),
+        ({"workgroup": "wg1", "duration": 30}, {}, ["duration=30", "900", "3600"]),
+        ({"workgroup": "wg1", "duration": 3601}, {}, ["duration=3601", "900", "3600"]),
+        ({"workgroup": "wg1", "duration": "soon"}, {}, ["duration='soon'", "900", "3600"]),
+        ({"workgroup": "wg1"}, {"RSAUTH_DURATION": "60"}, ["RSAUTH_DURATION='60'", "900 to 3600"]),
+        ({"workgroup": "wg1", "duration": True}, {}, ["duration=True", "900"]),
+        ({"workgroup": "wg1", "role_arn": "RedshiftAdmin"}, {}, ["role_arn='RedshiftAdmin'", "arn:aws:iam::123456789012:role/"]),
+        ({"workgroup": "wg1", "role_arn": "arn:aws:iam::123:role/x"}, {}, ["role_arn=", "IAM role ARN"]),
+        ({"workgroup": "wg1", "role_arn": "arn:aws:iam::123456789012:user/x"}, {}, ["role_arn=", "IAM role ARN"]),
+        ({"workgroup": "wg1", "method": "kerberos"}, {}, ["method='kerberos'", "auto, iam, secret, superuser, password"]),
+        ({"workgroup": "wg1"}, {"RSAUTH_METHOD": "sso"}, ["RSAUTH_METHOD='sso'", "auto, iam"]),
+        ({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["ok", "no:colon"]}, {}, ["db_roles", "'no:colon'", "letters, digits"]),
+        ({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["1st"]}, {}, ["db_roles", "'1st'", "not starting with a digit"]),
+        ({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["r" * 100] * 3}, {}, ["db_roles", "256"]),
+        ({"workgroup": "wg1", "port": 0}, {}, ["port=0", "1 to 65535"]),
+        ({"custom_domain": "not a domain"}, {}, ["custom_domain='not a domain'", "DNS name"]),
+        ({"workgroup": "wg1", "fallback": "maybe"}, {}, ["fallback='maybe'", "True or False"]),
+    ],
+)
+def test_validation_errors_name_field_and_accepted_values(
+    arguments: dict[str, Any], env: dict[str, str], names: list[str]
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve(arguments, env)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_configuration_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="workgroup"):
+        resolve({"workgroup": "X"}, {})
+
+
+def test_provisioned_cluster_host_is_refused() -> None:
+    host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
+    with pytest.raises(ConfigurationError, match="provisioned Redshift cluster.*Serverless"):
+        resolve({"host": host, "user": "u", "password": "p"}, {})
+
+
+def test_serverless_host_is_accepted() -> None:
+    host = "analytics.123456789012.us-east-1.redshift-serverless.amazonaws.com"
+    options = resolve({"host": host, "user": "u", "password": "p"}, {})
+    assert options.host == host
+    assert options.method == "password"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "method"),
+    [
+        ({"workgroup": "wg1"}, "iam"),
+        ({"workgroup": "wg1", "user": "u", "password": "p"}, "password"),
+        ({"workgroup": "wg1", "secret_id": "app-login"}, "secret"),
+        ({"secret_id": "app-login"}, "secret"),
+        ({"workgroup": "wg1", "method": "superuser"}, "superuser"),
+        ({"workgroup": "wg1", "method": "SECRET"}, "secret"),
+    ],
+)
+def test_auto_picks_the_method(arguments: dict[str, Any], method: str) -> None:
+    assert resolve(arguments, {}).method == method
+
+
+def test_superuser_is_never_chosen_automatically() -> None:
+    assert resolve({"workgroup": "wg1", "role_arn": ROLE}, {}).method == "iam"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({"method": "iam"}, "needs workgroup="),
+        ({"workgroup": "wg1", "user": "u"}, "user= is not used by method='iam'"),
+        ({"workgroup": "wg1", "method": "password", "user": "u"}, "needs both user= and password="),
+        ({"method": "password", "user": "u", "password": "p"}, "workgroup=, custom_domain= or host="),
+        ({"workgroup": "wg1", "password": "p"}, "password= is only used by method='password'"),
+        ({"workgroup": "wg1", "method": "iam", "secret_id": "s"}, "secret_id= is only used"),
+        ({"method": "secret"}, "needs secret_id= or workgroup="),
+        ({"workgroup": "wg1", "db_roles": ["a"]}, "give role_arn= too"),
+        ({"workgroup": "wg1", "frobnicate": 1}, "unknown option(s): frobnicate"),
+    ],
+)
+def test_inconsistent_combinations(arguments: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve(arguments, {})
+    assert fragment in str(info.value)
+
+
+def test_password_never_in_error_or_repr() -> None:
+    options = resolve({"workgroup": "wg1", "user": "u", "password": "hunter2"}, {})
+    assert "hunter2" not in repr(options)
+
+
+def test_db_roles_from_list_and_string() -> None:
+    listed = resolve({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["analyst", "etl"]}, {})
+    assert listed.db_roles == ("analyst", "etl")
+    text = resolve({"workgroup": "wg1", "role_arn": ROLE, "db_roles": "analyst, etl"}, {})
+    assert text.db_roles == ("analyst", "etl")
+
+
+class TestRegion:
+    def test_argument_first(self) -> None:
+        env = {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-2"}
+        assert resolve_region("us-west-2", "ap-south-1", env, "sa-east-1") == "us-west-2"
+
+    def test_broker_default_second(self) -> None:
+        env = {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-2"}
+        assert resolve_region(None, "ap-south-1", env, "sa-east-1") == "ap-south-1"
+
+    def test_aws_region_before_aws_default_region(self) -> None:
+        env = {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-2"}
+        assert resolve_region(None, None, env, "sa-east-1") == "eu-west-1"
+
+    def test_aws_default_region_before_profile(self) -> None:
+        assert resolve_region(None, None, {"AWS_DEFAULT_REGION": "eu-west-2"}, "sa-east-1") == "eu-west-2"
+
+    def test_profile_last(self) -> None:
+        assert resolve_region(None, None, {}, "sa-east-1") == "sa-east-1"
+
+    def test_missing_region_names_every_way_to_set_it(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_region(None, None, {}, None)
+        for fragment in ("region=", "Broker(region=)", "AWS_REGION", "AWS_DEFAULT_REGION", "profile"):
+            assert fragment in str(info.value)
