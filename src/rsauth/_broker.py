@@ -32,7 +32,8 @@ from tenacity import (
     retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from rsauth._cache import Lease, RefreshCache
@@ -70,6 +71,11 @@ __all__ = ["Broker", "ConnectionOrigin", "CredentialKey", "connection_origin"]
 logger = logging.getLogger("rsauth")
 
 DEFAULT_DATABASE = "dev"
+
+# Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
+# signature changed across tenacity releases, these two do not).
+_LOGIN_BACKOFF = wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2)
+_CONNECT_BACKOFF = wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2)
 
 
 def _utcnow() -> datetime:
@@ -559,7 +565,7 @@ class Broker:
         attempts = 1 if call.options.method == "password" else self._login_attempts
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1),
+            wait=_LOGIN_BACKOFF,
             retry=retry_if_exception_type(_Refused),
             sleep=self._sleep,
             before_sleep=functools.partial(self._count_retry, "login"),
@@ -616,7 +622,7 @@ class Broker:
 
         retrying = Retrying(
             stop=stop_after_attempt(self._connect_attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0, jitter=0.2),
+            wait=_CONNECT_BACKOFF,
             retry=retry_if_exception(is_transient),
             sleep=self._sleep,
             before_sleep=functools.partial(self._count_retry, "connect"),

@@ -215,7 +215,9 @@ class Sessions:
         def count(model: Any, **_: Any) -> None:
             on_call(f"{service}.{model.name}")
 
-        client.meta.events.register("before-call", count)
+        # provide-client-params reaches every handler once per API call; before-call
+        # stops at the first handler that answers (a stub, a cache), so it can miss calls.
+        client.meta.events.register("provide-client-params", count)
 
     def redshift_serverless(self, key: SessionKey) -> RedshiftServerlessClient:
         client: RedshiftServerlessClient = self._client(key, "redshift-serverless")

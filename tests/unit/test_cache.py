@@ -84,7 +84,9 @@ def test_window_instants_scale_with_lifetime(
     assert entry.expires_at == pytest.approx(lifetime)
 
 
-def test_value_without_lifetime_refreshes_after_interval_and_never_expires(clock: FakeClock) -> None:
+def test_value_without_lifetime_refreshes_after_interval_and_never_expires(
+    clock: FakeClock,
+) -> None:
     from rsauth._cache import windows
 
     entry = windows(0.0, Lease("v", refresh_after=300))
@@ -274,7 +276,9 @@ def test_bounded(clock: FakeClock) -> None:
     assert sum(cache.peek(key) is not None for key in range(10)) == 4
 
 
-def test_cache_logs_name_events_not_values(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_logs_name_events_not_values(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = make(clock)
     with caplog.at_level(logging.DEBUG, logger="rsauth"):
         cache.get("k", lambda: Lease("s3cr3t-value", lifetime=900))

@@ -81,14 +81,42 @@ def test_every_setting_with_an_environment_variable_is_rsauth_prefixed() -> None
         ({"workgroup": "wg1", "duration": "soon"}, {}, ["duration='soon'", "900", "3600"]),
         ({"workgroup": "wg1"}, {"RSAUTH_DURATION": "60"}, ["RSAUTH_DURATION='60'", "900 to 3600"]),
         ({"workgroup": "wg1", "duration": True}, {}, ["duration=True", "900"]),
-        ({"workgroup": "wg1", "role_arn": "RedshiftAdmin"}, {}, ["role_arn='RedshiftAdmin'", "arn:aws:iam::123456789012:role/"]),
-        ({"workgroup": "wg1", "role_arn": "arn:aws:iam::123:role/x"}, {}, ["role_arn=", "IAM role ARN"]),
-        ({"workgroup": "wg1", "role_arn": "arn:aws:iam::123456789012:user/x"}, {}, ["role_arn=", "IAM role ARN"]),
-        ({"workgroup": "wg1", "method": "kerberos"}, {}, ["method='kerberos'", "auto, iam, secret, superuser, password"]),
+        (
+            {"workgroup": "wg1", "role_arn": "RedshiftAdmin"},
+            {},
+            ["role_arn='RedshiftAdmin'", "arn:aws:iam::123456789012:role/"],
+        ),
+        (
+            {"workgroup": "wg1", "role_arn": "arn:aws:iam::123:role/x"},
+            {},
+            ["role_arn=", "IAM role ARN"],
+        ),
+        (
+            {"workgroup": "wg1", "role_arn": "arn:aws:iam::123456789012:user/x"},
+            {},
+            ["role_arn=", "IAM role ARN"],
+        ),
+        (
+            {"workgroup": "wg1", "method": "kerberos"},
+            {},
+            ["method='kerberos'", "auto, iam, secret, superuser, password"],
+        ),
         ({"workgroup": "wg1"}, {"RSAUTH_METHOD": "sso"}, ["RSAUTH_METHOD='sso'", "auto, iam"]),
-        ({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["ok", "no:colon"]}, {}, ["db_roles", "'no:colon'", "letters, digits"]),
-        ({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["1st"]}, {}, ["db_roles", "'1st'", "not starting with a digit"]),
-        ({"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["r" * 100] * 3}, {}, ["db_roles", "256"]),
+        (
+            {"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["ok", "no:colon"]},
+            {},
+            ["db_roles", "'no:colon'", "letters, digits"],
+        ),
+        (
+            {"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["1st"]},
+            {},
+            ["db_roles", "'1st'", "not starting with a digit"],
+        ),
+        (
+            {"workgroup": "wg1", "role_arn": ROLE, "db_roles": ["r" * 100] * 3},
+            {},
+            ["db_roles", "256"],
+        ),
         ({"workgroup": "wg1", "port": 0}, {}, ["port=0", "1 to 65535"]),
         ({"custom_domain": "not a domain"}, {}, ["custom_domain='not a domain'", "DNS name"]),
         ({"workgroup": "wg1", "fallback": "maybe"}, {}, ["fallback='maybe'", "True or False"]),
@@ -110,7 +138,7 @@ def test_configuration_error_is_a_value_error() -> None:
 
 def test_provisioned_cluster_host_is_refused() -> None:
     host = "examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"
-    with pytest.raises(ConfigurationError, match="provisioned Redshift cluster.*Serverless"):
+    with pytest.raises(ConfigurationError, match=r"provisioned Redshift cluster.*Serverless"):
         resolve({"host": host, "user": "u", "password": "p"}, {})
 
 
@@ -146,7 +174,10 @@ def test_superuser_is_never_chosen_automatically() -> None:
         ({"method": "iam"}, "needs workgroup="),
         ({"workgroup": "wg1", "user": "u"}, "user= is not used by method='iam'"),
         ({"workgroup": "wg1", "method": "password", "user": "u"}, "needs both user= and password="),
-        ({"method": "password", "user": "u", "password": "p"}, "workgroup=, custom_domain= or host="),
+        (
+            {"method": "password", "user": "u", "password": "p"},
+            "workgroup=, custom_domain= or host=",
+        ),
         ({"workgroup": "wg1", "password": "p"}, "password= is only used by method='password'"),
         ({"workgroup": "wg1", "method": "iam", "secret_id": "s"}, "secret_id= is only used"),
         ({"method": "secret"}, "needs secret_id= or workgroup="),
@@ -186,7 +217,10 @@ class TestRegion:
         assert resolve_region(None, None, env, "sa-east-1") == "eu-west-1"
 
     def test_aws_default_region_before_profile(self) -> None:
-        assert resolve_region(None, None, {"AWS_DEFAULT_REGION": "eu-west-2"}, "sa-east-1") == "eu-west-2"
+        assert (
+            resolve_region(None, None, {"AWS_DEFAULT_REGION": "eu-west-2"}, "sa-east-1")
+            == "eu-west-2"
+        )
 
     def test_profile_last(self) -> None:
         assert resolve_region(None, None, {}, "sa-east-1") == "sa-east-1"
@@ -194,5 +228,11 @@ class TestRegion:
     def test_missing_region_names_every_way_to_set_it(self) -> None:
         with pytest.raises(ConfigurationError) as info:
             resolve_region(None, None, {}, None)
-        for fragment in ("region=", "Broker(region=)", "AWS_REGION", "AWS_DEFAULT_REGION", "profile"):
+        for fragment in (
+            "region=",
+            "Broker(region=)",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "profile",
+        ):
             assert fragment in str(info.value)

@@ -310,13 +310,22 @@ class _Client:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     tls: bool = False
-    backend_key: bytes | None = None
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.transport.abort()
         else:
             self.sock.close()
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    """A PostgreSQL session that reached ReadyForQuery, its startup answers not yet sent."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    ready: bytes
+    key: bytes | None  # BackendKeyData body (pid + secret), for CancelRequest
 
 
 @dataclass
@@ -546,10 +555,10 @@ class Front:
                 log.debug("fault: resetting a connection after accept")
                 _abort_with_rst(sock)
                 return
-            session = await asyncio.wait_for(self._open(client, plan), self.handshake_timeout)
-            if session is None:
+            upstream = await asyncio.wait_for(self._open(client, plan), self.handshake_timeout)
+            if upstream is None:
                 return
-            await self._relay(client, *session)
+            await self._relay(client, upstream)
         except (_Reset, _LoginRefused):
             pass
         except asyncio.TimeoutError:
@@ -568,9 +577,7 @@ class Front:
 
     # ----------------------------------------------------------------- startup
 
-    async def _open(
-        self, client: _Client, plan: _Plan
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _open(self, client: _Client, plan: _Plan) -> _Upstream | None:
         """Negotiate, authenticate and open the PostgreSQL session; None if it ended."""
         body = await self._first_packets(client, plan)
         if body is None:
@@ -752,7 +759,7 @@ class Front:
 
     async def _connect_postgres(
         self, client: _Client, params: Mapping[str, str], db_roles: tuple[str, ...]
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    ) -> _Upstream:
         loop = asyncio.get_running_loop()
         user = params["user"]
         try:
@@ -781,15 +788,19 @@ class Front:
         try:
             pg_writer.write(startup_packet(kept))
             await pg_writer.drain()
-            if not await self._relay_startup(client, pg_reader):
-                raise _LoginRefused
+            return await self._read_startup(client, pg_reader, pg_writer)
         except BaseException:
             pg_writer.transport.abort()
             raise
-        return pg_reader, pg_writer
 
-    async def _relay_startup(self, client: _Client, pg_reader: asyncio.StreamReader) -> bool:
-        """Pass PostgreSQL's startup answers on; True once the session is ready."""
+    async def _read_startup(
+        self, client: _Client, pg_reader: asyncio.StreamReader, pg_writer: asyncio.StreamWriter
+    ) -> _Upstream:
+        """Collect PostgreSQL's startup answers up to ReadyForQuery, server_version rewritten.
+
+        A refusal is passed on to the client at once (_LoginRefused); a ready
+        session's answers are sent by _relay, which counts it first.
+        """
         batch: list[bytes] = []
         key: bytes | None = None
         while True:
@@ -805,38 +816,32 @@ class Front:
                 # PostgreSQL must trust the front; anything else is a sandbox bug.
                 code = _INT32.unpack_from(body)[0]
                 log.error("PostgreSQL asked the front for authentication (code %d)", code)
-                await _send(
-                    client,
-                    error_response("FATAL", "XX000", "the sandbox's PostgreSQL asked for a login"),
+                raise await self._refuse(
+                    client, "XX000", "the sandbox's PostgreSQL asked for a login"
                 )
-                return False
             elif kind == b"E":
                 fields = parse_error(body)
                 log.debug("PostgreSQL refused the session: %s", fields.get("C"))
                 batch.append(_frame(kind, body))
                 await _send(client, b"".join(batch))
-                return False
+                raise _LoginRefused
             batch.append(_frame(kind, body))
             if kind == b"Z":
-                await _send(client, b"".join(batch))
-                if key is not None:
-                    self._backend_keys.add(key)
-                    client.backend_key = key
-                return True
+                return _Upstream(pg_reader, pg_writer, b"".join(batch), key)
 
     # ----------------------------------------------------------------- relay
 
-    async def _relay(
-        self, client: _Client, pg_reader: asyncio.StreamReader, pg_writer: asyncio.StreamWriter
-    ) -> None:
+    async def _relay(self, client: _Client, pg: _Upstream) -> None:
         assert client.reader is not None
         assert client.writer is not None
         self._count("logins_ok")
         self._count("sessions_open")
-        key = client.backend_key
+        if pg.key is not None:
+            self._backend_keys.add(pg.key)
         try:
-            upstream = asyncio.ensure_future(_pump(client.reader, pg_writer))
-            downstream = asyncio.ensure_future(_pump(pg_reader, client.writer))
+            await _send(client, pg.ready)
+            upstream = asyncio.ensure_future(_pump(client.reader, pg.writer))
+            downstream = asyncio.ensure_future(_pump(pg.reader, client.writer))
             try:
                 done, _ = await asyncio.wait(
                     {upstream, downstream}, return_when=asyncio.FIRST_COMPLETED
@@ -850,10 +855,10 @@ class Front:
                 if exc is not None and not isinstance(exc, ConnectionError | OSError):
                     log.debug("relay ended: %s", type(exc).__name__)
         finally:
-            if key is not None:
-                self._backend_keys.discard(key)
+            if pg.key is not None:
+                self._backend_keys.discard(pg.key)
             self._count("sessions_open", -1)
-            pg_writer.transport.abort()
+            pg.writer.transport.abort()
 
 
 def _frame(kind: bytes, body: bytes) -> bytes:
