@@ -35,7 +35,9 @@ def main() -> None:
             cursor.execute(
                 "select current_user, usesuper from pg_user where usename = current_user"
             )
-            user, superuser = cursor.fetchone()
+            row = cursor.fetchone()
+            assert row is not None
+            user, superuser = row
         print(f"logged in to {sandbox.workgroup} as {user} (superuser: {superuser}); "
               f"the password expires at {login['expiration']:%H:%M:%S %Z}")
 

