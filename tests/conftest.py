@@ -32,16 +32,36 @@ def sandbox_session() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def sandbox(sandbox_session: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """The session's sandbox, its environment applied, faults and counts cleared."""
+def sandbox(
+    sandbox_session: Sandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Iterator[Sandbox]:
+    """The session's sandbox, its environment applied, faults and counts cleared.
+
+    Every test that uses it runs with DEBUG logging captured, and fails if a
+    password the sandbox ever issued appears in a log record.
+    """
     sandbox_session.reset()
     for key, value in sandbox_session.env.items():
         monkeypatch.setenv(key, value)
+    caplog.set_level(logging.DEBUG)
     yield sandbox_session
     sandbox_session.reset()
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    assert_no_secret_in(records, sandbox_session)
 
 
-@pytest.fixture
-def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
+def secrets_of(sb: Sandbox) -> set[str]:
+    """Every password the sandbox issued, and the sandbox's secret access key."""
+    found = {entry["password"] for entry in sb.issued_passwords()}
+    found.add(sb.env["AWS_SECRET_ACCESS_KEY"])
+    return found
+
+
+def assert_no_secret_in(records: list[logging.LogRecord], sb: Sandbox) -> None:
+    secrets = secrets_of(sb)
+    for record in records:
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        leaked = [secret for secret in secrets if secret in text]
+        assert not leaked, f"a secret appears in a log record of {record.name}: {record.msg!r}"

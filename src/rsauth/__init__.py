@@ -17,6 +17,7 @@ from rsauth._errors import (
     RsauthError,
     ServiceError,
 )
+from rsauth._redact import protect_botocore_logs as _protect_botocore_logs
 
 __version__ = "0.1.0.dev0"
 
@@ -37,3 +38,4 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+_protect_botocore_logs()

@@ -649,7 +649,7 @@ class Broker:
         if is_tls_failure(exc):
             return ConnectError(
                 f"TLS to {address} failed ({type(exc).__name__}): the server certificate was "
-                "not accepted; check SSL_CERT_FILE or sslrootcert= and the host name"
+                "not accepted; check SSL_CERT_FILE (the CA bundle) and the host name"
             )
         if is_transient(exc):
             if call.options.workgroup and call.resolved_aws is not None:

@@ -32,7 +32,8 @@ def test_one_client_per_service_per_session() -> None:
 def test_clients_use_botocores_standard_retry_mode() -> None:
     sessions = Sessions(keyed_session())
     client = sessions.redshift_serverless(SessionKey(None, "us-east-1", None, ()))
-    assert client.meta.config.retries["mode"] == "standard"
+    config: Any = client.meta.config  # botocore sets Config options as dynamic attributes
+    assert config.retries["mode"] == "standard"
 
 
 def test_identity_is_the_access_key_id() -> None:

@@ -1,0 +1,73 @@
+"""Keep secrets out of botocore's DEBUG log lines.
+
+At DEBUG, botocore logs whole response bodies (``botocore.parsers``: the
+``dbPassword`` of GetCredentials, the ``SecretString`` of GetSecretValue, the
+keys of AssumeRole), request parameters (``botocore.endpoint``) and canonical
+requests with the session token (``botocore.auth``). rsauth puts a filter on
+those loggers when it is imported, so turning on DEBUG logging to find out why
+a login fails never writes a password into a log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+MASK = "[secure]"
+
+# Names of the fields whose values are masked.
+_MASKED_FIELDS = (
+    "dbPassword|DbPassword|SecretString|SecretBinary|SecretAccessKey|SessionToken"
+    "|password|Password|aws_secret_access_key|aws_session_token"
+)
+# "key": "value" and 'key': 'value', also inside escaped JSON (\"key\": \"value\").
+_QUOTED = [
+    re.compile(rf'(\\*"(?:{_MASKED_FIELDS})\\*"\s*:\s*\\*")(.*?)(\\*")'),
+    re.compile(rf"(\\*'(?:{_MASKED_FIELDS})\\*'\s*:\s*\\*')(.*?)(\\*')"),
+]
+_XML = re.compile(r"(<(SecretAccessKey|SessionToken|SecretString)>)(.*?)(</\2>)", re.DOTALL)
+_HEADER = re.compile(
+    r"((?:x-amz-security-token|X-Amz-Security-Token)['\"]?\s*[:=,]\s*b?['\"]?)([^\s'\",}]+)"
+)
+
+_LOGGERS = (
+    "botocore.auth",
+    "botocore.client",
+    "botocore.endpoint",
+    "botocore.hooks",
+    "botocore.parsers",
+    "botocore.awsrequest",
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of secret fields replaced by ``[secure]``."""
+    for pattern in _QUOTED:
+        text = pattern.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    text = _XML.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)
+    return _HEADER.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record whose message carries a secret field; never drops records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's problem, not ours
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = RedactSecrets()
+
+
+def protect_botocore_logs() -> None:
+    """Attach the filter to botocore's talkative loggers (idempotent)."""
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

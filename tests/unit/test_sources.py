@@ -1,0 +1,119 @@
+"""Credential sources: parsing AWS answers, lifetimes by the server's clock, secret JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+
+from rsauth import ConfigurationError
+from rsauth._aws import as_utc, server_time
+from rsauth._sources.iam import IamSource, lease_from_response
+from rsauth._sources.secret import parse_secret
+from rsauth._sources.superuser import SuperuserSource
+
+from .conftest import FakeClock
+
+
+def response(expiration: object, date: datetime | None) -> dict[str, object]:
+    headers = {"date": format_datetime(date, usegmt=True)} if date else {}
+    return {
+        "dbUser": "IAM:alice",
+        "dbPassword": "pw-1",
+        "expiration": expiration,
+        "ResponseMetadata": {"HTTPHeaders": headers},
+    }
+
+
+def test_lifetime_from_the_servers_date_not_the_local_clock(clock: FakeClock) -> None:
+    server_now = clock.now + timedelta(hours=2)  # server two hours ahead of us
+    lease = lease_from_response(
+        response(server_now + timedelta(seconds=900), server_now),
+        method="iam",
+        issued_local=clock.now,
+    )
+    assert lease.lifetime == pytest.approx(899)  # minus the Date header's one-second resolution
+    assert lease.value.expires_at == server_now + timedelta(seconds=900)
+
+
+def test_lifetime_falls_back_to_the_local_clock(clock: FakeClock) -> None:
+    lease = lease_from_response(
+        response(clock.now + timedelta(seconds=3600), None), method="iam", issued_local=clock.now
+    )
+    assert lease.lifetime == pytest.approx(3600)
+
+
+def test_expiration_as_epoch_seconds_becomes_aware_utc() -> None:
+    moment = as_utc(1_900_000_000)
+    assert moment.tzinfo is not None
+    assert moment == datetime.fromtimestamp(1_900_000_000, tz=timezone.utc)
+    assert as_utc("1900000000") == moment
+    assert as_utc(datetime(2030, 1, 1)).tzinfo == timezone.utc
+
+
+def test_server_time_missing_or_garbled() -> None:
+    assert server_time({}) is None
+    assert server_time({"ResponseMetadata": {"HTTPHeaders": {"date": "yesterday"}}}) is None
+
+
+def test_login_repr_hides_the_password(clock: FakeClock) -> None:
+    lease = lease_from_response(
+        response(clock.now + timedelta(seconds=900), None), method="iam", issued_local=clock.now
+    )
+    assert "pw-1" not in repr(lease)
+
+
+def test_iam_request_always_sends_db_name_and_duration(clock: FakeClock) -> None:
+    def source(**where: str | None) -> IamSource:
+        return IamSource(
+            None,  # type: ignore[arg-type]  # request() makes no call
+            workgroup=where.get("workgroup"),
+            custom_domain=where.get("custom_domain"),
+            database="dev",
+            duration=900,
+            context=None,  # type: ignore[arg-type]
+            clock=clock,
+        )
+
+    assert source(workgroup="analytics").request() == {
+        "workgroupName": "analytics",
+        "dbName": "dev",
+        "durationSeconds": 900,
+    }
+    assert source(custom_domain="db.example.com").request() == {
+        "customDomainName": "db.example.com",
+        "dbName": "dev",
+        "durationSeconds": 900,
+    }
+
+
+def test_source_names() -> None:
+    assert IamSource.METHOD == "iam"
+    assert SuperuserSource.METHOD == "superuser"
+
+
+def test_secret_json_with_hints() -> None:
+    login = parse_secret(
+        '{"username": "admin", "password": "pw", "host": "h", "port": 5440, "dbname": "sales"}',
+        secret_id="s",
+        version_id="v1",
+    )
+    assert (login.user, login.host, login.port, login.database, login.version_id) == (
+        "admin",
+        "h",
+        5440,
+        "sales",
+        "v1",
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [None, "", "not json", '["list"]', '{"username": "admin"}', '{"password": "hunter2"}'],
+)
+def test_malformed_secret_names_the_secret_never_the_value(text: str | None) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_secret(text, secret_id="app-login", version_id=None)
+    assert "app-login" in str(info.value)
+    assert "hunter2" not in str(info.value)
