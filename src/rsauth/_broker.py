@@ -434,6 +434,13 @@ class Broker:
             return self._logins.get(key, lambda: self._secret_source(call).load())
         try:
             return self._logins.get(key, lambda: self._iam_source(call).load())
+        except ConfigurationError:
+            if options.workgroup and not options.host:
+                # AWS refused the request: a workgroup that is not AVAILABLE is a
+                # ServiceError saying so. Look it up afresh (raises if so).
+                self._endpoints.discard(self._endpoint_key(call))
+                self._workgroup(call)
+            raise
         except AccessDeniedError as exc:
             if not (options.method == "iam" and options.fallback and options.workgroup):
                 raise

@@ -141,8 +141,10 @@ def close_driver_socket(exc: BaseException) -> None:
     while traceback is not None:
         owner = traceback.tb_frame.f_locals.get("self")
         if isinstance(owner, Connection):
-            with contextlib.suppress(AttributeError, OSError):
-                owner._usock.close()
+            # The buffered file holds the socket open: close it first.
+            for name in ("_sock", "_usock"):
+                with contextlib.suppress(AttributeError, OSError):
+                    getattr(owner, name).close()
         traceback = traceback.tb_next
 
 

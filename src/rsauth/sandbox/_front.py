@@ -93,6 +93,7 @@ MAX_IDENTIFIER_BYTES = 63
 # PostgreSQL's own cap on a startup packet (MAX_STARTUP_PACKET_LENGTH).
 _MAX_STARTUP_PACKET = 10_000
 _CHUNK = 256 * 1024
+_CLOSE_GRACE = 1.0
 _INT32 = struct.Struct("!i")
 _RESET_LINGER = struct.pack("ii", 1, 0)
 
@@ -342,6 +343,27 @@ def _abort_with_rst(sock: socket.socket) -> None:
     sock.close()
 
 
+async def _close_without_reset(sock: socket.socket) -> None:
+    """Close with a FIN, reading what the client still sends until it closes too.
+
+    Closing at once would make the kernel answer the client's SSLRequest with an
+    RST, and the client would see a reset or an EOF depending on timing.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def drain() -> None:
+        while await loop.sock_recv(sock, 4096):
+            pass
+
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(drain(), _CLOSE_GRACE * 5)
+    except (OSError, asyncio.TimeoutError):
+        pass
+    finally:
+        sock.close()
+
+
 async def _sock_read_exact(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
 ) -> bytes:
@@ -485,6 +507,9 @@ class Front:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Aborted transports close their sockets in callbacks; let those run.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     def __enter__(self) -> Front:
         return self.start()
@@ -549,7 +574,7 @@ class Front:
                 await asyncio.sleep(plan.delay)
             if plan.refuse:
                 log.debug("fault: refusing a connection")
-                sock.close()
+                await _close_without_reset(sock)
                 return
             if plan.reset_after_accept:
                 log.debug("fault: resetting a connection after accept")
@@ -915,15 +940,23 @@ def _needed(pending: bytearray) -> int:
 
 
 async def _close_client(client: _Client) -> None:
+    """Close the client's side: TLS close_notify, then abort whatever is left.
+
+    Like PostgreSQL, the front does not wait long for the client's answering
+    close_notify (asyncio would wait 30 s); an abort is what frees the socket.
+    """
     writer = client.writer
     if writer is None:
         client.sock.close()
         return
-    if writer.transport.is_closing():
-        return
-    writer.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 2)
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), _CLOSE_GRACE)
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+    except Exception:
+        writer.transport.abort()
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
