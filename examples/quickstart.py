@@ -1,45 +1,69 @@
-"""Log in to the local sandbox by hand: boto3 GetCredentials, then redshift_connector.
+"""Log in to Redshift Serverless three ways with rsauth, against a local sandbox.
 
-This is what rsauth automates (and caches, and refreshes). Run it with
-``.venv/bin/python examples/sandbox_login.py``; it starts its own sandbox.
+``make demo`` runs this. It starts the sandbox (a local Redshift Serverless),
+points the environment at it, and connects through the ``iam``, ``secret`` and
+``superuser`` methods, showing who each login is. Against real AWS the same
+``rsauth.connect`` calls work unchanged: drop the sandbox and keep your own
+AWS credentials and region.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import boto3
-import redshift_connector
 
+import rsauth
 from rsauth.sandbox import Sandbox
 
 
+def describe(connection: Any) -> tuple[str, bool]:
+    cursor = connection.cursor()
+    cursor.execute("select current_user, usesuper from pg_user where usename = current_user")
+    row = cursor.fetchone()
+    cursor.close()
+    assert row is not None
+    return str(row[0]), bool(row[1])
+
+
+def show(label: str, broker: rsauth.Broker, **how: Any) -> None:
+    with broker.connect(**how) as connection:
+        user, superuser = describe(connection)
+    credentials = broker.credentials(**how)  # served from the cache: no AWS call
+    left = "never expires" if credentials.expires_in is None else (
+        f"expires in {credentials.expires_in / 60:.1f} min"
+    )
+    print(f"  {label:<42} {user:<20} {str(superuser):<10} {credentials.method:<10} {left}")
+
+
 def main() -> None:
+    print("starting the local Redshift Serverless sandbox ...")
     with Sandbox() as sandbox:
-        os.environ.update(sandbox.env)  # endpoints, region, keys and the sandbox CA
-        client = boto3.client("redshift-serverless")
-        endpoint = client.get_workgroup(workgroupName=sandbox.workgroup)["workgroup"]["endpoint"]
-        login = client.get_credentials(
-            workgroupName=sandbox.workgroup, dbName=sandbox.database, durationSeconds=900
+        os.environ.update(sandbox.env)  # endpoints, region, the creator's keys, the sandbox CA
+        # An application role, as an administrator would create it.
+        boto3.client("iam").create_role(
+            RoleName="analytics-app",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )
-        with redshift_connector.connect(
-            host=endpoint["address"],
-            port=endpoint["port"],
-            database=sandbox.database,
-            user=login["dbUser"],
-            password=login["dbPassword"],
-            ssl=True,
-            sslmode="verify-full",
-        ) as connection:
-            cursor = connection.cursor()
-            cursor.execute(
-                "select current_user, usesuper from pg_user where usename = current_user"
-            )
-            row = cursor.fetchone()
-            assert row is not None
-            user, superuser = row
-        print(f"logged in to {sandbox.workgroup} as {user} (superuser: {superuser}); "
-              f"the password expires at {login['expiration']:%H:%M:%S %Z}")
+        role = f"arn:aws:iam::{sandbox.account_id}:role/analytics-app"
+        workgroup = sandbox.workgroup
+        print(f"workgroup {workgroup!r}, database {sandbox.database!r}\n")
+        print(f"  {'how':<42} {'database user':<20} {'superuser':<10} {'method':<10} credentials")
+        with rsauth.Broker() as broker:
+            show('iam (role_arn="...:role/analytics-app")', broker,
+                 workgroup=workgroup, role_arn=role)
+            show('secret (the managed admin secret)', broker,
+                 workgroup=workgroup, method="secret")
+            show('superuser (the identity that made it)', broker,
+                 workgroup=workgroup, method="superuser")
+            for _ in range(100):
+                broker.connect(workgroup=workgroup, role_arn=role).close()
+            stats = broker.stats()
+        calls = {k: v for k, v in stats.items() if not k.startswith(("cache.", "login.", "connect."))}
+        print(f"\n103 connects later, AWS calls made: {calls}")
+        print(f"cache: {stats['cache.hits']} hits, {stats['cache.misses']} misses")
 
 
 if __name__ == "__main__":
