@@ -16,9 +16,12 @@ _ENV_PREFIXES = ("AWS_", "RSAUTH_", "SSL_CERT_", "PG")
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts without AWS, rsauth or libpq settings from the machine."""
+    """Every test starts without AWS, rsauth or libpq settings from the machine.
+
+    ``RSAUTH_SANDBOX_*`` (which PostgreSQL the sandbox runs) is kept.
+    """
     for key in list(os.environ):
-        if key.startswith(_ENV_PREFIXES):
+        if key.startswith(_ENV_PREFIXES) and not key.startswith("RSAUTH_SANDBOX_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -300,3 +302,36 @@ def test_no_password_in_reprs_or_errors(sandbox: Sandbox, broker: rsauth.Broker)
     assert credentials.password not in str(credentials.as_dict())
     assert credentials.password not in credentials.sqlalchemy_url()
     assert credentials.as_dict(include_password=True)["password"] == credentials.password
+
+
+FORK_SCRIPT = """
+import os, sys
+import rsauth
+
+broker = rsauth.Broker()
+with broker.connect(workgroup="default-workgroup") as connection:
+    pass
+pid = os.fork()
+if pid == 0:
+    try:
+        fresh = broker.stats()
+        with broker.connect(workgroup="default-workgroup") as connection:
+            cursor = connection.cursor()
+            cursor.execute("select current_user")
+            user = cursor.fetchone()[0]
+        ok = fresh.get("cache.hits", 0) == 0 and user == "IAM:sandbox-admin"
+        os._exit(0 if ok else 3)
+    except BaseException:
+        os._exit(4)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), broker.stats()["cache.misses"])
+"""
+
+
+def test_a_forked_child_starts_empty_and_works(sandbox: Sandbox) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120,
+        check=True,
+    ).stdout.split()
+    assert out == ["0", "1"], "the child must start with an empty cache and log in itself"
+    assert sandbox.calls()["redshift-serverless.GetCredentials"] == 2

@@ -7,6 +7,7 @@ A real PostgreSQL behind the front, a throwaway CA trusted through
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import shutil
 import socket
@@ -33,7 +34,7 @@ from redshift_connector.error import InterfaceError, OperationalError, Programmi
 
 from rsauth.sandbox._front import EXPIRED_PASSWORD, Front
 from rsauth.sandbox._passwords import IssuedPassword, PasswordStore
-from rsauth.sandbox._pgwire import CANCEL_REQUEST
+from rsauth.sandbox._pgwire import CANCEL_REQUEST, GSSENC_REQUEST, SSL_REQUEST
 from rsauth.sandbox._postgres import PostgresNotFound, PostgresServer
 
 DATABASE = "dev"
@@ -289,6 +290,64 @@ def test_wrong_hostname_is_refused_by_verify_full(env: Env) -> None:
         # The same front is fine under the name its certificate carries.
         with env.connect("IAM:judy", "judy-pw", port=front.port) as conn:
             assert query(conn, "select 1") == [[1]]
+
+
+def test_large_messages_cross_both_ways(env: Env) -> None:
+    # Larger than the relay's read size, so messages arrive in pieces.
+    env.issue("IAM:lars", "lars-pw")
+    big = "x" * 3_000_000
+    with env.connect("IAM:lars", "lars-pw") as conn:
+        cursor = conn.cursor()
+        cursor.execute("select length(%s), md5(%s)", (big, big))
+        digest = hashlib.md5(big.encode(), usedforsecurity=False).hexdigest()
+        assert list(cursor.fetchall()) == [[len(big), digest]]
+        assert query(conn, "select length(repeat('y', 5000000))") == [[5_000_000]]
+        rows = query(conn, "select repeat('z', 100) from generate_series(1, 20000)")
+        assert len(rows) == 20_000
+
+
+def test_gssenc_is_declined_then_tls_offered(env: Env) -> None:
+    with socket.create_connection(("127.0.0.1", env.front.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!ii", 8, GSSENC_REQUEST))
+        assert sock.recv(1) == b"N"
+        sock.sendall(struct.pack("!ii", 8, SSL_REQUEST))
+        assert sock.recv(1) == b"S"
+
+
+def test_stats_count_connections_and_logins(env: Env) -> None:
+    env.issue("IAM:stan", "stan-pw")
+    with env.connect("IAM:stan", "stan-pw"):
+        assert env.front.stats()["sessions_open"] == 1
+    refused(env, InterfaceError, "IAM:stan", "wrong")
+    stats = env.front.stats()
+    assert stats["connections"] == 2
+    assert stats["logins_ok"] == 1
+    assert stats["logins_refused"] == 1
+    env.front.reset()
+    assert env.front.stats()["connections"] == 0
+
+
+def test_plaintext_allowed_when_tls_is_not_required(env: Env) -> None:
+    with Front(
+        pg_socket_path=env.pg.socket_path,
+        certfile=str(env.workdir / "cert.pem"),
+        keyfile=str(env.workdir / "key.pem"),
+        passwords=env.passwords,
+        require_tls=False,
+    ) as front:
+        env.issue("IAM:pat", "pat-pw")
+        with env.connect("IAM:pat", "pat-pw", ssl=False, port=front.port) as conn:
+            assert query(conn, "select current_user") == [["IAM:pat"]]
+        # A newer minor protocol with an option: told 3.0, then asked for the password.
+        startup = struct.pack("!i", (3 << 16) | 2) + b"user\0IAM:pat\0_pq_.x\0y\0\0"
+        with socket.create_connection(("127.0.0.1", front.port), timeout=5) as sock:
+            sock.sendall(struct.pack("!i", len(startup) + 4) + startup)
+            reply = b""
+            while len(reply) < 5 + 15 + 9:
+                reply += sock.recv(100)
+        assert reply[:5] == b"v" + struct.pack("!i", 19)
+        assert reply[5:20] == struct.pack("!ii", 0, 1) + b"_pq_.x\0"
+        assert reply[20:29] == b"R" + struct.pack("!ii", 12, 5)
 
 
 def test_cancel_request_reaches_postgresql(env: Env) -> None:

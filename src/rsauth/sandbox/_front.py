@@ -420,6 +420,7 @@ class Front:
         self._counter_lock = threading.Lock()
         self._counters = _Counters()
         self._listener: socket.socket | None = None
+        self._port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._accept_task: asyncio.Task[None] | None = None
@@ -434,9 +435,10 @@ class Front:
 
     @property
     def port(self) -> int:
-        if self._listener is None:
+        """The port listened on (still known after stop())."""
+        if self._port is None:
             raise RuntimeError("the front is not started")
-        return int(self._listener.getsockname()[1])
+        return self._port
 
     @property
     def running(self) -> bool:
@@ -455,6 +457,7 @@ class Front:
             listener.close()
             raise
         self._listener = listener
+        self._port = int(listener.getsockname()[1])
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="rsauth-front-admin"
         )
@@ -610,6 +613,11 @@ class Front:
         if client.writer is None:  # plaintext, allowed when require_tls is off
             await self._adopt_plain(client)
         params = parse_startup_params(body[4:])
+        minor = _INT32.unpack_from(body)[0] & 0xFFFF
+        options = [key for key in params if key.startswith("_pq_.")]
+        if minor or options:
+            # Protocol 3.x with x > 0, or protocol options: say only 3.0 is spoken.
+            await _send(client, _negotiate_protocol_version(options))
         try:
             db_roles = await self._authenticate(client, params)
             return await self._connect_postgres(client, params, db_roles)
@@ -884,6 +892,13 @@ class Front:
                 self._backend_keys.discard(pg.key)
             self._count("sessions_open", -1)
             pg.writer.transport.abort()
+
+
+def _negotiate_protocol_version(options: list[str]) -> bytes:
+    # The newest minor version spoken (3.0), then the protocol options not understood.
+    body = _INT32.pack(0) + _INT32.pack(len(options))
+    body += b"".join(option.encode() + b"\0" for option in options)
+    return _frame(b"v", body)
 
 
 def _frame(kind: bytes, body: bytes) -> bytes:

