@@ -28,29 +28,39 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
+# The sandboxes started in this test session, for the leak scan.
+_STARTED: list[Sandbox] = []
+
+
 @pytest.fixture(scope="session")
 def sandbox_session() -> Iterator[Sandbox]:
     with Sandbox(seed=1234) as sb:
-        yield sb
+        _STARTED.append(sb)
+        try:
+            yield sb
+        finally:
+            _STARTED.remove(sb)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test runs with DEBUG logging captured; a password the session's
+    sandbox ever issued (or its secret access key) in any record fails it."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for sb in _STARTED:
+        records = caplog.get_records("setup") + caplog.get_records("call")
+        assert_no_secret_in(records, sb)
 
 
 @pytest.fixture
-def sandbox(
-    sandbox_session: Sandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> Iterator[Sandbox]:
-    """The session's sandbox, its environment applied, faults and counts cleared.
-
-    Every test that uses it runs with DEBUG logging captured, and fails if a
-    password the sandbox ever issued appears in a log record.
-    """
+def sandbox(sandbox_session: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """The session's sandbox, its environment applied, faults and counts cleared."""
     sandbox_session.reset()
     for key, value in sandbox_session.env.items():
         monkeypatch.setenv(key, value)
-    caplog.set_level(logging.DEBUG)
     yield sandbox_session
     sandbox_session.reset()
-    records = caplog.get_records("setup") + caplog.get_records("call")
-    assert_no_secret_in(records, sandbox_session)
 
 
 def secrets_of(sb: Sandbox) -> set[str]:

@@ -618,12 +618,8 @@ class Front:
         if minor or options:
             # Protocol 3.x with x > 0, or protocol options: say only 3.0 is spoken.
             await _send(client, _negotiate_protocol_version(options))
-        try:
-            db_roles = await self._authenticate(client, params)
-            return await self._connect_postgres(client, params, db_roles)
-        except _LoginRefused:
-            self._count("logins_refused")
-            raise
+        db_roles = await self._authenticate(client, params)
+        return await self._connect_postgres(client, params, db_roles)
 
     async def _first_packets(self, client: _Client, plan: _Plan) -> bytes | None:
         """Answer SSL/GSS/cancel requests until the startup packet arrives; return its body."""
@@ -674,20 +670,14 @@ class Front:
                         database=params.get("database", params.get("user", "")),
                     )
                     log.debug("refusing a plaintext login")
-                    self._count("logins_refused")
-                    await loop.sock_sendall(client.sock, error_response("FATAL", "28000", text))
-                    raise _LoginRefused
+                    raise await self._refuse(client, "28000", text)
                 return body
             else:
                 text = (
                     f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
                     "server supports 3.0 to 3.0"
                 )
-                if client.writer is None:
-                    await loop.sock_sendall(client.sock, error_response("FATAL", "0A000", text))
-                else:
-                    await _send(client, error_response("FATAL", "0A000", text))
-                raise _LoginRefused
+                raise await self._refuse(client, "0A000", text)
 
     async def _start_tls(self, client: _Client) -> None:
         loop = asyncio.get_running_loop()
@@ -726,6 +716,8 @@ class Front:
                 await writer.wait_closed()
 
     async def _refuse(self, client: _Client, sqlstate: str, text: str) -> _LoginRefused:
+        """Send a FATAL error; return the exception that ends the connection."""
+        self._count("logins_refused")  # before the client can see the refusal
         await _send(client, error_response("FATAL", sqlstate, text))
         return _LoginRefused()
 
@@ -856,6 +848,7 @@ class Front:
                 fields = parse_error(body)
                 log.debug("PostgreSQL refused the session: %s", fields.get("C"))
                 batch.append(_frame(kind, body))
+                self._count("logins_refused")
                 await _send(client, b"".join(batch))
                 raise _LoginRefused
             batch.append(_frame(kind, body))
