@@ -10,6 +10,14 @@ import pytest
 
 from rsauth.sandbox import Sandbox
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", default=False,
+        help="run tests/reliability at soak scale (32 threads x 300 connects, ...): make soak",
+    )
+
+
 # Variables that would point boto3, redshift_connector or rsauth somewhere else.
 _ENV_PREFIXES = ("AWS_", "RSAUTH_", "SSL_CERT_", "PG")
 

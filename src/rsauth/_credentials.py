@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -9,13 +10,37 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["Credentials"]
+__all__ = ["Credentials", "describe_expiry", "describe_remaining"]
 
 _MASK = "[secure]"
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def describe_remaining(seconds: float | None) -> str:
+    """``"in 14 min 58 s"``, ``"expired 2 min 3 s ago"`` or ``"does not expire"``."""
+    if seconds is None:
+        return "does not expire"
+    whole = int(abs(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        span = f"{hours} h {minutes} min"
+    elif minutes:
+        span = f"{minutes} min {secs} s"
+    else:
+        span = f"{secs} s"
+    return f"in {span}" if seconds > 0 else f"expired {span} ago"
+
+
+def describe_expiry(expires_at: datetime | None, expires_in: float | None) -> str:
+    """``"2026-11-30 12:15:00 UTC (in 14 min 58 s)"``, or ``"does not expire"``."""
+    if expires_at is None:
+        return "does not expire"
+    stamp = expires_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({describe_remaining(expires_in)})"
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,24 @@ class Credentials:
         )
 
     __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        """How Jupyter shows it: a small table, the password masked, the time left."""
+        rows = [
+            ("user", self.user),
+            ("password", _MASK),
+            ("host", f"{self.host}:{self.port}"),
+            ("database", self.database),
+            ("workgroup", self.workgroup or "-"),
+            ("method", self.method),
+            ("expires", describe_expiry(self.expires_at, self.expires_in)),
+        ]
+        body = "".join(
+            f"<tr><th style=\"text-align:left\">{name}</th>"
+            f"<td style=\"text-align:left\"><code>{html.escape(value)}</code></td></tr>"
+            for name, value in rows
+        )
+        return f"<table><caption>rsauth.Credentials</caption>{body}</table>"
 
     def as_dict(self, include_password: bool = False) -> dict[str, Any]:
         """The fields as a dict; ``password`` only with ``include_password=True``."""

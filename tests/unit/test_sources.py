@@ -34,7 +34,8 @@ def test_lifetime_from_the_servers_date_not_the_local_clock(clock: FakeClock) ->
         issued_local=clock.now,
     )
     assert lease.lifetime == pytest.approx(899)  # minus the Date header's one-second resolution
-    assert lease.value.expires_at == server_now + timedelta(seconds=900)
+    # On the local clock: 899 s from when the request was sent, not the server's 2 h ahead.
+    assert lease.value.expires_at == clock.now + timedelta(seconds=899)
 
 
 def test_lifetime_falls_back_to_the_local_clock(clock: FakeClock) -> None:
@@ -42,6 +43,7 @@ def test_lifetime_falls_back_to_the_local_clock(clock: FakeClock) -> None:
         response(clock.now + timedelta(seconds=3600), None), method="iam", issued_local=clock.now
     )
     assert lease.lifetime == pytest.approx(3600)
+    assert lease.value.expires_at == clock.now + timedelta(seconds=3600)
 
 
 def test_expiration_as_epoch_seconds_becomes_aware_utc() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -77,7 +77,11 @@ class IamSource:
 
 
 def lease_from_response(response: Any, *, method: str, issued_local: datetime) -> Lease[Login]:
-    """The login in a GetCredentials response, with its lifetime by the server's own clock."""
+    """The login in a GetCredentials response, with its lifetime by the server's own clock.
+
+    ``expires_at`` is translated to the local clock (when the request was sent,
+    plus the lifetime), so it and ``expires_in`` hold under clock skew.
+    """
     expires_at = as_utc(response["expiration"])
     issued = server_time(response)
     if issued is not None:
@@ -88,6 +92,7 @@ def lease_from_response(response: Any, *, method: str, issued_local: datetime) -
         user=response["dbUser"],
         password=response["dbPassword"],
         method=method,
-        expires_at=expires_at,
+        # On this machine's clock, so expires_in is right however skewed that clock is.
+        expires_at=issued_local + timedelta(seconds=lifetime),
     )
     return Lease(login, lifetime=lifetime)

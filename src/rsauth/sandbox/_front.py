@@ -430,6 +430,9 @@ class Front:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # Serialises role creation and grants: concurrent first logins of one user.
         self._role_lock = threading.Lock()
+        # Users (with their granted roles) already prepared; read without the lock (a set
+        # lookup is atomic), so a login of a known user never waits on another's setup.
+        self._prepared: set[tuple[str, tuple[str, ...]]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -767,6 +770,8 @@ class Front:
             for role in dict.fromkeys(db_roles)
             if role != user and 0 < len(role.encode()) <= MAX_IDENTIFIER_BYTES
         ]
+        if (user, tuple(roles)) in self._prepared:
+            return
         names = ", ".join(quote_literal(name) for name in [user, *roles])
         with self._role_lock, AdminSession(self.pg_socket_path) as admin:
             # Every name is quoted with quote_literal / quote_ident.
@@ -781,6 +786,9 @@ class Front:
                 admin.execute(
                     "; ".join(f"grant {quote_ident(r)} to {quote_ident(user)}" for r in grants)
                 )
+            if len(grants) == len(roles):
+                # Done for good; a role still missing may be created later, so retry then.
+                self._prepared.add((user, tuple(roles)))
 
     async def _connect_postgres(
         self, client: _Client, params: Mapping[str, str], db_roles: tuple[str, ...]

@@ -143,10 +143,14 @@ class AdminSession:
 
     def __init__(self, socket_path: str, *, user: str = "postgres", database: str = "postgres"):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(30)
-        self._sock.connect(socket_path)
-        self._sock.sendall(startup_packet({"user": user, "database": database}))
-        self._drain()
+        try:
+            self._sock.settimeout(30)
+            self._sock.connect(socket_path)
+            self._sock.sendall(startup_packet({"user": user, "database": database}))
+            self._drain()
+        except BaseException:
+            self._sock.close()
+            raise
 
     def _drain(self) -> QueryResult:
         columns: list[str] = []

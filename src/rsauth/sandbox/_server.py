@@ -151,7 +151,8 @@ class SandboxServer:
         import trustme
 
         ca = trustme.CA(organization_name="rsauth sandbox")
-        cert = ca.issue_cert("localhost", "127.0.0.1")
+        # For the endpoint name only, as Redshift's certificate is: an IP address does not verify.
+        cert = ca.issue_cert("localhost")
         self.ca_path = self.workdir / "sandbox-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_path))
         certfile, keyfile = self.workdir / "front-cert.pem", self.workdir / "front-key.pem"
@@ -431,7 +432,7 @@ class SandboxServer:
         assert self.plane is not None and self.front is not None
         self.plane_faults.reset()
         self.reset_calls()
-        self.front.faults.reset()
+        self.front.reset()
         self.plane.lifetime_override = None
         with self._outage_lock:
             if self._outage_timer is not None:
