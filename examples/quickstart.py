@@ -35,7 +35,7 @@ def show(label: str, broker: rsauth.Broker, **how: Any) -> None:
     left = "never expires" if credentials.expires_in is None else (
         f"expires in {credentials.expires_in / 60:.1f} min"
     )
-    print(f"  {label:<42} {user:<20} {str(superuser):<10} {credentials.method:<10} {left}")
+    print(f"  {label:<42} {user:<20} {superuser!s:<10} {credentials.method:<10} {left}")
 
 
 def main() -> None:
@@ -61,7 +61,8 @@ def main() -> None:
             for _ in range(100):
                 broker.connect(workgroup=workgroup, role_arn=role).close()
             stats = broker.stats()
-        calls = {k: v for k, v in stats.items() if not k.startswith(("cache.", "login.", "connect."))}
+        counters = ("cache.", "login.", "connect.")
+        calls = {k: v for k, v in stats.items() if not k.startswith(counters)}
         print(f"\n103 connects later, AWS calls made: {calls}")
         print(f"cache: {stats['cache.hits']} hits, {stats['cache.misses']} misses")
 
