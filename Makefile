@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest sandbox build clean
+.PHONY: demo test soak lint typecheck pytest sandbox build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The reliability scenarios at soak scale (32 threads x 300 connects, longer runs);
+# figures are printed and written to bench/results/reliability.json.
+soak: $(STAMP)
+	$(BIN)/pytest tests/reliability --soak -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

@@ -89,12 +89,17 @@ def _method(name: str, raw: object) -> str:
     return value
 
 
-def _duration(name: str, raw: object) -> int:
-    value: int | None = None
+def _whole_number(raw: object) -> int | None:
+    """An int, or a string of ASCII digits (``"²".isdigit()`` is true too); else None."""
     if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
-        value = int(raw)
+        return raw
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        return int(raw)
+    return None
+
+
+def _duration(name: str, raw: object) -> int:
+    value = _whole_number(raw)
     if value is None or not DURATION_MIN <= value <= DURATION_MAX:
         raise ConfigurationError(
             f"{name}={raw!r}: expected a whole number of seconds from "
@@ -137,11 +142,7 @@ def _db_roles(name: str, raw: object) -> tuple[str, ...]:
 
 
 def _port(name: str, raw: object) -> int:
-    value: int | None = None
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
-        value = int(raw)
+    value = _whole_number(raw)
     if value is None or not 1 <= value <= 65535:
         raise ConfigurationError(f"{name}={raw!r}: expected a TCP port from 1 to 65535")
     return value

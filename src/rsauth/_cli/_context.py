@@ -1,0 +1,141 @@
+"""What every subcommand shares: its options, resolved the way ``connect()`` resolves them.
+
+The command line gives ``--workgroup``, ``--database``, ``--method``,
+``--duration``, ``--secret-id``, ``--role-arn``, ``--region`` and ``--profile``;
+an option left out is ``None`` and rsauth's own resolution fills it from the
+``RSAUTH_*`` environment, then the defaults. Nothing here re-implements that:
+:func:`rsauth._config.resolve` checks the options once up front (so a bad
+value is a usage error, exit code 2, before any AWS call), and the same
+arguments then go to the Broker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redshift_connector
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rsauth._aws import map_aws_error
+from rsauth._config import Options, resolve, resolve_region
+from rsauth._errors import ConfigurationError
+from rsauth._sessions import SessionKey, Sessions
+from rsauth._sources import AwsContext
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["COMMON_OPTIONS", "CommandError", "Context", "UsageError", "ca_file"]
+
+# The options every subcommand takes, as (rsauth keyword, help).
+COMMON_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("workgroup", "workgroup name (default: $RSAUTH_WORKGROUP)"),
+    ("custom_domain", "the workgroup's custom domain name (default: $RSAUTH_CUSTOM_DOMAIN)"),
+    ("database", "database (default: $RSAUTH_DATABASE, the secret's dbname, else dev)"),
+    ("method", "how to log in: auto, iam, secret or superuser (default: $RSAUTH_METHOD, auto)"),
+    ("duration", "lifetime of an iam login in seconds, 900-3600 (default: $RSAUTH_DURATION, 900)"),
+    ("secret_id", "Secrets Manager secret holding the login (default: $RSAUTH_SECRET_ID)"),
+    ("role_arn", "IAM role to assume for the login (default: $RSAUTH_ROLE_ARN)"),
+    ("region", "AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's)"),
+    ("profile", "AWS profile (default: $AWS_PROFILE, the default profile)"),
+)
+
+_KEYWORDS = re.compile(
+    r"(?<![\w-])(" + "|".join(name for name, _ in COMMON_OPTIONS) + r")="
+)
+
+
+class UsageError(Exception):
+    """The command line or the RSAUTH_* environment is malformed: exit code 2."""
+
+
+class CommandError(Exception):
+    """A subcommand failed for a reason that is not an rsauth error: exit code 1."""
+
+
+def cli_wording(message: str) -> str:
+    """An rsauth message with its keyword names (``role_arn=``) as options (``--role-arn=``)."""
+    return _KEYWORDS.sub(lambda match: "--" + match.group(1).replace("_", "-") + "=", message)
+
+
+def ca_file(environ: Mapping[str, str] | None = None) -> str | None:
+    """The CA file libpq clients should verify the endpoint with.
+
+    ``SSL_CERT_FILE`` when set (what redshift_connector honours too), otherwise
+    the Redshift CA bundle that redshift_connector ships (the Amazon roots), so
+    ``psql`` with ``sslmode=verify-full`` works against Redshift out of the box.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("SSL_CERT_FILE"):
+        return env["SSL_CERT_FILE"]
+    bundle = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
+    return str(bundle) if bundle.is_file() else None
+
+
+@dataclass
+class Context:
+    """One invocation's options: the raw arguments, resolved once and checked."""
+
+    arguments: dict[str, Any]
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    def __post_init__(self) -> None:
+        try:
+            self.options: Options = resolve(self.arguments, self.environ)
+        except ConfigurationError as exc:
+            raise UsageError(cli_wording(str(exc))) from exc
+
+    @property
+    def target(self) -> str:
+        return self.options.target
+
+    # -- AWS, for whoami and doctor (the Broker keeps its own) ----------------------------
+
+    @cached_property
+    def sessions(self) -> Sessions:
+        return Sessions(None)
+
+    @property
+    def profile(self) -> str | None:
+        return self.options.profile
+
+    def base_session(self) -> boto3.Session:
+        return self.sessions.profile_session(self.profile)
+
+    def region(self) -> str:
+        session = self.base_session()
+        return resolve_region(self.options.region, None, self.environ, session.region_name)
+
+    def session_key(self) -> SessionKey:
+        return SessionKey(self.profile, self.region(), self.options.role_arn, self.options.db_roles)
+
+    def aws_context(self, who: str | None = None) -> AwsContext:
+        name = who or (
+            f"role {self.options.role_arn}" if self.options.role_arn else "your AWS identity"
+        )
+        return AwsContext(self.region(), identity=lambda: name)
+
+    def caller_identity(self) -> dict[str, str]:
+        """STS GetCallerIdentity as the identity that logs in (the role, with --role-arn)."""
+        key = self.session_key()
+        try:
+            response = self.sessions.sts(key).get_caller_identity()
+        except (ClientError, BotoCoreError) as exc:
+            raise map_aws_error(
+                exc,
+                doing="sts:GetCallerIdentity",
+                subject=f"role {key.role_arn}" if key.role_arn else "your AWS credentials",
+                region=key.region,
+                identity=lambda: self.aws_context().identity(),
+            ) from exc
+        return {"Arn": response["Arn"], "Account": response["Account"]}
+
+    def close(self) -> None:
+        if "sessions" in self.__dict__:
+            self.sessions.close()

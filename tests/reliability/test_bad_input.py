@@ -1,0 +1,134 @@
+"""Malformed input to every public entry point is a ConfigurationError naming the field,
+raised before any network call, never a traceback from deeper down."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rsauth
+from rsauth._api import default_broker
+
+WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+
+# Values of the wrong type for any field.
+junk = st.one_of(
+    st.none(), st.booleans(), st.floats(allow_nan=True), st.binary(max_size=8),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                         max_size=2),
+)
+
+
+def not_matching(pattern: re.Pattern[str]) -> st.SearchStrategy[str]:
+    return st.text(max_size=80).filter(lambda s: not pattern.fullmatch(s.strip()))
+
+
+# For each field, values that must be refused (with the other fields valid).
+BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "workgroup": st.one_of(not_matching(WORKGROUP), junk.filter(lambda v: v is not None)),
+    "duration": st.one_of(
+        st.integers().filter(lambda n: not 900 <= n <= 3600),
+        st.text(max_size=6).filter(lambda s: not (s.strip().isascii() and s.strip().isdigit()
+                                                  and 900 <= int(s.strip()) <= 3600)),
+    ),
+    "method": st.text(max_size=12).filter(
+        lambda s: s.strip().lower() not in {"auto", "iam", "secret", "superuser", "password", ""}
+    ),
+    "role_arn": st.one_of(not_matching(ROLE_ARN).filter(bool), st.integers()),
+    "port": st.one_of(st.integers().filter(lambda n: not 1 <= n <= 65535), st.text(max_size=5)
+                      .filter(lambda s: not (s.isascii() and s.isdigit() and 1 <= int(s) <= 65535))),
+    "db_roles": st.one_of(
+        st.lists(st.text(max_size=5).filter(lambda s: not re.fullmatch(r"[A-Za-z_]\w*", s)),
+                 min_size=1, max_size=3),
+        st.integers(),
+    ),
+}
+
+
+class ClosedAws:
+    """AWS endpoints that refuse every connection: any network call is a failure here."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for service in ("REDSHIFT_SERVERLESS", "STS", "IAM", "SECRETS_MANAGER", "S3"):
+            monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", "http://127.0.0.1:9")
+        monkeypatch.setenv("AWS_REGION", "eu-west-1")
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[rsauth.Broker]:
+    ClosedAws(monkeypatch)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    session = boto3.Session(aws_access_key_id="AKIAEXAMPLEEXAMPLE00",
+                            aws_secret_access_key="not-a-real-secret", region_name="eu-west-1")
+    with rsauth.Broker(session=session) as made:
+        yield made
+
+
+def aws_calls(broker: rsauth.Broker) -> int:
+    return sum(v for k, v in broker.stats().items() if "." in k and k[0].islower()
+               and not k.startswith(("cache.", "login.", "connect.")))
+
+
+ENTRY_POINTS: dict[str, Callable[[rsauth.Broker], Callable[..., Any]]] = {
+    "Broker.connect": lambda b: b.connect,
+    "Broker.credentials": lambda b: b.credentials,
+    "rsauth.connect": lambda b: rsauth.connect,
+    "rsauth.get_credentials": lambda b: rsauth.get_credentials,
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize("field", sorted(BAD_VALUES))
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_bad_values_are_configuration_errors_naming_the_field(
+    broker: rsauth.Broker, entry: str, field: str, data: st.DataObject
+) -> None:
+    value = data.draw(BAD_VALUES[field], label=field)
+    arguments: dict[str, Any] = {"workgroup": "analytics", field: value}
+    if field == "port":
+        arguments.update(method="password", host="db.example.com", user="u", password="p")
+    if field == "db_roles":
+        arguments["role_arn"] = "arn:aws:iam::123456789012:role/etl"
+    with pytest.raises(rsauth.ConfigurationError) as caught:
+        ENTRY_POINTS[entry](broker)(**arguments)
+    assert field in str(caught.value)
+    assert aws_calls(broker) == 0
+    assert aws_calls(default_broker()) == 0
+
+
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.from_regex(r"[a-z_]{2,12}", fullmatch=True).filter(
+    lambda n: n not in {"timeout", "application_name", "ssl", "sslmode", "tcp_keepalive"}),
+    value=st.integers())
+def test_unknown_driver_keywords_are_refused_by_name(
+    broker: rsauth.Broker, name: str, value: int
+) -> None:
+    import inspect
+
+    import redshift_connector
+
+    if name in inspect.signature(redshift_connector.connect).parameters:
+        return
+    with pytest.raises(rsauth.ConfigurationError, match=name):
+        broker.connect(workgroup="analytics", **{name: value})
+    assert aws_calls(broker) == 0
+
+
+def test_missing_aws_credentials_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ClosedAws(monkeypatch)
+    with rsauth.Broker(session=boto3.Session(region_name="eu-west-1")) as broker, \
+            pytest.raises(rsauth.ConfigurationError, match="credentials"):
+        broker.connect(workgroup="analytics")
