@@ -42,8 +42,12 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
         lambda s: s.strip().lower() not in {"auto", "iam", "secret", "superuser", "password", ""}
     ),
     "role_arn": st.one_of(not_matching(ROLE_ARN).filter(bool), st.integers()),
-    "port": st.one_of(st.integers().filter(lambda n: not 1 <= n <= 65535), st.text(max_size=5)
-                      .filter(lambda s: not (s.isascii() and s.isdigit() and 1 <= int(s) <= 65535))),
+    "port": st.one_of(
+        st.integers().filter(lambda n: not 1 <= n <= 65535),
+        st.text(max_size=5).filter(
+            lambda s: not (s.isascii() and s.isdigit() and 1 <= int(s) <= 65535)
+        ),
+    ),
     "db_roles": st.one_of(
         st.lists(st.text(max_size=5).filter(lambda s: not re.fullmatch(r"[A-Za-z_]\w*", s)),
                  min_size=1, max_size=3),
@@ -120,8 +124,9 @@ def test_unknown_driver_keywords_are_refused_by_name(
 
     if name in inspect.signature(redshift_connector.connect).parameters:
         return
+    driver_keywords: dict[str, Any] = {name: value}
     with pytest.raises(rsauth.ConfigurationError, match=name):
-        broker.connect(workgroup="analytics", **{name: value})
+        broker.connect(workgroup="analytics", **driver_keywords)
     assert aws_calls(broker) == 0
 
 

@@ -68,10 +68,10 @@ def server_context(ca: trustme.CA, name: str) -> ssl.SSLContext:
 
 def test_an_untrusted_certificate_is_refused(sandbox: Sandbox) -> None:
     stranger = trustme.CA()  # not the sandbox CA in SSL_CERT_FILE
-    with fake_server(b"S", server_context(stranger, "localhost")) as port:
-        with pytest.raises(rsauth.ConnectError, match="TLS") as caught:
-            rsauth.connect(method="password", host="localhost", port=port, user="u",
-                           password="p", database="dev")
+    with fake_server(b"S", server_context(stranger, "localhost")) as port, \
+            pytest.raises(rsauth.ConnectError, match="TLS") as caught:
+        rsauth.connect(method="password", host="localhost", port=port, user="u",
+                       password="p", database="dev")
     assert "certificate" in str(caught.value)
 
 
@@ -81,10 +81,10 @@ def test_a_certificate_for_another_host_is_refused(
     trusted = trustme.CA()
     trusted.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
-    with fake_server(b"S", server_context(trusted, "other.example")) as port:
-        with pytest.raises(rsauth.ConnectError, match="TLS"):
-            rsauth.connect(method="password", host="localhost", port=port, user="u",
-                           password="p", database="dev")
+    with fake_server(b"S", server_context(trusted, "other.example")) as port, \
+            pytest.raises(rsauth.ConnectError, match="TLS"):
+        rsauth.connect(method="password", host="localhost", port=port, user="u",
+                       password="p", database="dev")
 
 
 def test_a_plaintext_only_server_is_refused(sandbox: Sandbox) -> None:
@@ -117,7 +117,9 @@ def test_weakening_sslmode_works_only_when_asked_and_warns(
                         password=password, database="dev", sslmode="verify-ca") as connection:
         cursor = connection.cursor()
         cursor.execute("select current_user")
-        assert cursor.fetchone()[0] == user
+        row = cursor.fetchone()
+        assert row is not None
+        assert row[0] == user
     warnings = [r.getMessage() for r in caplog.records
                 if r.levelno == logging.WARNING and r.name.startswith("rsauth")]
     assert any("verify-ca" in message for message in warnings)
