@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak lint typecheck pytest sandbox build clean
+.PHONY: demo test soak bench lint typecheck pytest sandbox build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 # figures are printed and written to bench/results/reliability.json.
 soak: $(STAMP)
 	$(BIN)/pytest tests/reliability --soak -q
+
+# rsauth against redshift_connector's IAM path and the static-password floor;
+# prints a table and writes bench/results/latest.json. Not part of make test.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

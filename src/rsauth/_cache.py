@@ -128,6 +128,11 @@ class RefreshCache(Generic[K, V]):
     def _now(self) -> float:
         return self._clock().timestamp()
 
+    def __len__(self) -> int:
+        """Entries held now (bounded by ``maxsize``)."""
+        with self._lock:
+            return len(self._entries)
+
     def get(self, key: K, fetch: Callable[[], Lease[V]]) -> V:
         """The value for ``key``, fetched or refreshed through ``fetch`` when due."""
         now = self._now()

@@ -9,10 +9,11 @@ the traceback and rsauth's DEBUG log lines (which never hold a secret).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from rsauth._cli._commands import run_credentials, run_psql, run_sandbox, run_sql, run_whoami
 from rsauth._cli._context import (
@@ -184,7 +185,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "sandbox",
         add_help=False,
         help="run the local Redshift Serverless sandbox (python -m rsauth.sandbox)",
-        description="The same as python -m rsauth.sandbox; rsauth sandbox --help shows its options.",
+        description="The same as python -m rsauth.sandbox (rsauth sandbox --help: its options).",
     )
     return parser, parsers
 
@@ -198,12 +199,22 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
-def _configure_logging(debug: bool) -> None:
+@contextlib.contextmanager
+def _logging_to_stderr(debug: bool) -> Iterator[None]:
+    """rsauth's WARNINGs (DEBUG lines too with --debug) on stderr, for this run only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("rsauth: %(levelname)s: %(message)s"))
+    handler.setLevel(logging.DEBUG if debug else logging.WARNING)
     logger = logging.getLogger("rsauth")
+    level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if debug:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         hint = "; put psql's own arguments after --" if command == "psql" else ""
         parsers[command].error(f"unrecognized arguments: {' '.join(extra)}{hint}")
-    _configure_logging(debug)
     options = {name: getattr(args, name) for name, _ in COMMON_OPTIONS}
 
     def run() -> int:
@@ -228,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             context.close()
 
-    return _guarded(run, command, debug)
+    with _logging_to_stderr(debug):
+        return _guarded(run, command, debug)
 
 
 def _guarded(run: Callable[[], int], command: str, debug: bool) -> int:

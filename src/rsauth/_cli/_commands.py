@@ -101,7 +101,7 @@ def run_psql(args: argparse.Namespace, context: Context) -> int:
          f"{credentials.database} ({credentials.method} login, expires {expiry})", sys.stderr)
     sys.stderr.flush()
     if os.name == "posix":
-        os.execve(psql, argv, env)
+        os.execve(psql, argv, env)  # noqa: S606 - psql found on PATH, arguments as given
     return subprocess.call(argv, env=env)  # noqa: S603 - psql from PATH, our own arguments
 
 

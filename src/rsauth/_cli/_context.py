@@ -26,7 +26,6 @@ from rsauth._aws import map_aws_error
 from rsauth._config import Options, resolve, resolve_region
 from rsauth._errors import ConfigurationError
 from rsauth._sessions import SessionKey, Sessions
-from rsauth._sources import AwsContext
 
 if TYPE_CHECKING:
     import boto3
@@ -91,10 +90,6 @@ class Context:
         except ConfigurationError as exc:
             raise UsageError(cli_wording(str(exc))) from exc
 
-    @property
-    def target(self) -> str:
-        return self.options.target
-
     # -- AWS, for whoami and doctor (the Broker keeps its own) ----------------------------
 
     @cached_property
@@ -115,24 +110,19 @@ class Context:
     def session_key(self) -> SessionKey:
         return SessionKey(self.profile, self.region(), self.options.role_arn, self.options.db_roles)
 
-    def aws_context(self, who: str | None = None) -> AwsContext:
-        name = who or (
-            f"role {self.options.role_arn}" if self.options.role_arn else "your AWS identity"
-        )
-        return AwsContext(self.region(), identity=lambda: name)
-
     def caller_identity(self) -> dict[str, str]:
         """STS GetCallerIdentity as the identity that logs in (the role, with --role-arn)."""
         key = self.session_key()
+        who = f"role {key.role_arn}" if key.role_arn else "your AWS credentials"
         try:
             response = self.sessions.sts(key).get_caller_identity()
         except (ClientError, BotoCoreError) as exc:
             raise map_aws_error(
                 exc,
                 doing="sts:GetCallerIdentity",
-                subject=f"role {key.role_arn}" if key.role_arn else "your AWS credentials",
+                subject=who,
                 region=key.region,
-                identity=lambda: self.aws_context().identity(),
+                identity=lambda: f"the caller ({who})",
             ) from exc
         return {"Arn": response["Arn"], "Account": response["Account"]}
 

@@ -1,0 +1,138 @@
+"""``rsauth doctor`` names the step that fails, and passes on the healthy sandbox."""
+
+from __future__ import annotations
+
+import subprocess
+
+from rsauth.sandbox import Sandbox
+from tests.cli.conftest import Cli
+from tests.conftest import secrets_of
+
+CHECKS = [
+    "region",
+    "AWS credentials",
+    "caller identity",
+    "workgroup",
+    "endpoint",
+    "TLS",
+    "GetCredentials",
+    "admin secret",
+    "default IAM role",
+    "login",
+]
+
+
+def report(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, str]]:
+    """{check name: (mark, detail)} from the doctor's output."""
+    found: dict[str, tuple[str, str]] = {}
+    for line in result.stdout.splitlines()[1:]:
+        mark, rest = line[:1], line[2:]
+        for name in CHECKS:
+            if rest.startswith(name + " ") and mark != " ":
+                found[name] = (mark, rest[len(name):].strip())
+    return found
+
+
+def marks(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {name: mark for name, (mark, _) in report(result).items()}
+
+
+def test_the_healthy_sandbox_passes(cli: Cli, sandbox: Sandbox) -> None:
+    result = cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = report(result)
+    assert list(checks) == CHECKS, "every check, in order"
+    assert {name for name, (mark, _) in checks.items() if mark != "✓"} == {"default IAM role"}
+    assert checks["default IAM role"][0] == "!", "informational: the sandbox sets none"
+    assert checks["workgroup"][1] == "default-workgroup is AVAILABLE (namespace default-namespace)"
+    assert checks["TLS"][1] == "certificate for localhost verified (TLSv1.3)"
+    assert checks["login"][1] == "iam login to database dev as IAM:sandbox-admin (a superuser)"
+    assert result.stdout.rstrip().endswith("all required checks passed (1 note above)")
+    for secret in secrets_of(sandbox):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_an_unknown_workgroup_fails_at_the_workgroup_step(cli: Cli) -> None:
+    result = cli("doctor", "--workgroup", "no-such-workgroup")
+    assert result.returncode == 1
+    checks = report(result)
+    assert checks["workgroup"][0] == "✗"
+    assert "'no-such-workgroup' was not found in region us-east-1" in checks["workgroup"][1]
+    assert "→ workgroups in us-east-1: default-workgroup (pass --workgroup)" in result.stdout
+    assert {name for name, mark in marks(result).items() if mark == "-"} == {
+        "endpoint", "TLS", "GetCredentials", "admin secret", "default IAM role", "login"
+    }
+    assert result.stdout.rstrip().endswith("1 required check(s) failed: workgroup")
+
+
+def test_a_denied_identity_fails_at_get_credentials(cli: Cli, sandbox: Sandbox) -> None:
+    sandbox.deny("IAM:sandbox-admin")
+    result = cli("doctor")
+    assert result.returncode == 1
+    checks = report(result)
+    assert checks["GetCredentials"][0] == "✗"
+    assert "is not authorized to perform: redshift-serverless:GetCredentials" in (
+        checks["GetCredentials"][1]
+    )
+    assert marks(result)["endpoint"] == "✓"
+    assert marks(result)["login"] == "-"
+    assert result.stdout.rstrip().endswith("1 required check(s) failed: GetCredentials")
+
+
+def test_a_denied_identity_is_only_a_note_for_the_secret_method(
+    cli: Cli, sandbox: Sandbox
+) -> None:
+    sandbox.deny("IAM:sandbox-admin")
+    result = cli("doctor", "--method", "secret")
+    assert result.returncode == 0, result.stdout
+    checks = marks(result)
+    assert checks["GetCredentials"] == "!"
+    assert checks["admin secret"] == "✓"
+    assert checks["login"] == "✓"
+    assert "secret login to database dev as admin" in result.stdout
+
+
+def test_an_endpoint_that_drops_connections_fails_at_the_endpoint_step(
+    cli: Cli, sandbox: Sandbox
+) -> None:
+    sandbox.front_fault("refuse", count=10)
+    result = cli("doctor")
+    assert result.returncode == 1
+    checks = report(result)
+    assert checks["endpoint"][0] == "✗"
+    assert "accepted the TCP connection, then closed it without answering" in (
+        checks["endpoint"][1]
+    )
+    assert "security group must allow inbound TCP" in result.stdout
+    assert marks(result)["TLS"] == "-"
+    assert marks(result)["GetCredentials"] == "✓"
+    assert result.stdout.rstrip().endswith("1 required check(s) failed: endpoint")
+
+
+def test_an_untrusted_certificate_fails_at_the_tls_step(cli: Cli) -> None:
+    result = cli("doctor", drop=["SSL_CERT_FILE"])
+    assert result.returncode == 1
+    checks = report(result)
+    assert checks["endpoint"][0] == "✓"
+    assert checks["TLS"][0] == "✗"
+    assert "was not accepted: unable to get local issuer certificate" in checks["TLS"][1]
+    assert "set SSL_CERT_FILE to the CA bundle" in result.stdout
+    assert marks(result)["login"] == "-"
+
+
+def test_missing_aws_credentials_fail_at_the_credentials_step(cli: Cli) -> None:
+    result = cli("doctor", drop=["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    assert result.returncode == 1
+    checks = marks(result)
+    assert checks["region"] == "✓"
+    assert checks["AWS credentials"] == "✗"
+    assert checks["caller identity"] == "-"
+    assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in result.stdout
+
+
+def test_a_workgroup_that_is_not_available(cli: Cli, sandbox: Sandbox) -> None:
+    sandbox.set_workgroup_status("MODIFYING")
+    result = cli("doctor")
+    assert result.returncode == 1
+    checks = report(result)
+    assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is MODIFYING, not AVAILABLE")
