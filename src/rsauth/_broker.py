@@ -40,6 +40,7 @@ from rsauth._cache import Lease, RefreshCache
 from rsauth._config import SETTING_NAMES, Options, check_host, resolve, resolve_region
 from rsauth._credentials import Credentials
 from rsauth._driver import (
+    calling_module,
     check_driver_kwargs,
     is_login_refused,
     is_tls_failure,
@@ -263,6 +264,8 @@ class Broker:
         TLS is on with ``sslmode="verify-full"`` unless asked otherwise (then a WARNING).
         """
         kwargs = with_tls(check_driver_kwargs(driver_kwargs, SETTING_NAMES))
+        if not kwargs.get("application_name"):
+            kwargs["application_name"] = calling_module()
         call = self._prepare(
             workgroup=workgroup,
             custom_domain=custom_domain,

@@ -13,6 +13,7 @@ import difflib
 import inspect
 import logging
 import ssl
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,6 +87,24 @@ def check_driver_kwargs(
                 f"redshift_connector.connect{hint}"
             )
     return dict(kwargs)
+
+
+def calling_module() -> str:
+    """The first module on the stack outside rsauth (``""`` if none).
+
+    redshift_connector names a connection's ``application_name`` after the
+    module that called it, found with ``inspect.stack()``, which reads source
+    files and costs about a millisecond per connect; through rsauth it would
+    also name an rsauth module. Passing this name instead keeps the driver's
+    meaning and skips that cost.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if name != "rsauth" and not name.startswith("rsauth."):
+            return name
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
 
 
 def with_tls(kwargs: Mapping[str, Any]) -> dict[str, Any]:

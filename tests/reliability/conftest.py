@@ -7,6 +7,7 @@ written to ``bench/results/reliability.json``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,16 @@ class Scale:
 
     def describe(self) -> str:
         return f"{self.threads} threads x {self.connects_per_thread} connects"
+
+
+@pytest.fixture(autouse=True)
+def _lighter_driver_logs_at_soak_scale(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At soak scale, the driver's per-message DEBUG lines (tens of millions) stay out of
+    the capture; rsauth's and botocore's DEBUG lines are still scanned for secrets."""
+    if request.config.getoption("--soak"):
+        caplog.set_level(logging.INFO, logger="redshift_connector")
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -39,7 +40,7 @@ import struct
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._pgwire import (
@@ -62,6 +63,9 @@ from rsauth.sandbox._pgwire import (
     quote_literal,
     startup_packet,
 )
+
+if TYPE_CHECKING:
+    from rsauth.sandbox._copy import CopyUnload
 
 log = logging.getLogger("rsauth.sandbox.front")
 
@@ -327,6 +331,7 @@ class _Upstream:
     writer: asyncio.StreamWriter
     ready: bytes
     key: bytes | None  # BackendKeyData body (pid + secret), for CancelRequest
+    database: str = ""
 
 
 @dataclass
@@ -412,6 +417,8 @@ class Front:
         self.require_tls = require_tls
         self.handshake_timeout = handshake_timeout
         self.faults = FrontFaults()
+        # COPY/UNLOAD from and to S3 (rsauth.sandbox._copy); None relays every statement as is.
+        self.copy_unload: CopyUnload | None = None
         self._requested_port = port
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -821,7 +828,8 @@ class Front:
         try:
             pg_writer.write(startup_packet(kept))
             await pg_writer.drain()
-            return await self._read_startup(client, pg_reader, pg_writer)
+            upstream = await self._read_startup(client, pg_reader, pg_writer)
+            return dataclasses.replace(upstream, database=kept.get("database") or user)
         except BaseException:
             pg_writer.transport.abort()
             raise
@@ -874,8 +882,17 @@ class Front:
             self._backend_keys.add(pg.key)
         try:
             await _send(client, pg.ready)
-            upstream = asyncio.ensure_future(_pump(client.reader, pg.writer))
-            downstream = asyncio.ensure_future(_pump(pg.reader, client.writer))
+            if self.copy_unload is None:
+                upstream = asyncio.ensure_future(_pump(client.reader, pg.writer))
+                downstream = asyncio.ensure_future(_pump(pg.reader, client.writer))
+            else:
+                session = self.copy_unload.session(pg.database)
+                upstream = asyncio.ensure_future(
+                    session.client_to_server(client.reader, pg.writer, client.writer)
+                )
+                downstream = asyncio.ensure_future(
+                    session.server_to_client(pg.reader, client.writer)
+                )
             try:
                 done, _ = await asyncio.wait(
                     {upstream, downstream}, return_when=asyncio.FIRST_COMPLETED

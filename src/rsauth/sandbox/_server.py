@@ -19,6 +19,8 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from rsauth.sandbox._copy import CopyUnload
+from rsauth.sandbox._copyaccess import SandboxCopyAccess
 from rsauth.sandbox._errors import ApiError
 from rsauth.sandbox._faults import PlaneFaults
 from rsauth.sandbox._front import Front
@@ -137,6 +139,8 @@ class SandboxServer:
         self.aws = _Http(AwsApplication(self.plane, moto_wsgi_app()))
         self.aws.start()
         self.moto.endpoint_url = self.aws_url
+        # COPY/UNLOAD on the wire front reach S3, IAM and the namespaces through this.
+        self.front.copy_unload = CopyUnload(SandboxCopyAccess(self.plane, self.moto))
         self._bootstrap()
         self.admin = _Http(AdminApplication(self))
         self.admin.start()
