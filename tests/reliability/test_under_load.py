@@ -90,9 +90,11 @@ def test_rotation_under_load(sandbox: Sandbox, scale: Scale, figures: Figures) -
 
     def rotate() -> None:
         while not stop.is_set():
-            sandbox.rotate_secret(pause=0.5)  # the AWSPENDING window: DB new, AWSCURRENT old
+            # A rotation every ~2 s, each with a 1 s AWSPENDING window in which the
+            # database already holds the new password and AWSCURRENT the old one.
+            sandbox.rotate_secret(pause=1.0)
             rotations["done"] += 1
-            stop.wait(0.5)
+            stop.wait(1.0)
 
     rotator = threading.Thread(target=rotate)
     with rsauth.Broker() as broker:
