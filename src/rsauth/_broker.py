@@ -37,7 +37,14 @@ from tenacity import (
 )
 
 from rsauth._cache import Lease, RefreshCache
-from rsauth._config import SETTING_NAMES, Options, check_host, resolve, resolve_region
+from rsauth._config import (
+    PROCESS_ENVIRON,
+    SETTING_NAMES,
+    Options,
+    check_host,
+    resolve,
+    resolve_region,
+)
 from rsauth._credentials import Credentials
 from rsauth._driver import (
     calling_module,
@@ -396,7 +403,7 @@ class Broker:
 
     @property
     def _env(self) -> Mapping[str, str]:
-        return self._environ if self._environ is not None else os.environ
+        return self._environ if self._environ is not None else PROCESS_ENVIRON
 
     def _prepare(self, **arguments: Any) -> _Call:
         if self._closed:
@@ -406,7 +413,9 @@ class Broker:
         if options.method == "password" and options.host is not None:
             return _Call(options, profile)
         session = self._sessions.profile_session(profile)
-        region = resolve_region(options.region, self._region, self._env, session.region_name)
+        region = resolve_region(
+            options.region, self._region, self._env, lambda: session.region_name
+        )
         identity = self._sessions.identity(profile)
         session_key = SessionKey(profile, region, options.role_arn, options.db_roles)
         context = AwsContext(region, identity=functools.partial(self._who, session_key, identity))

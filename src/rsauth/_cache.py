@@ -142,7 +142,8 @@ class RefreshCache(Generic[K, V]):
             if entry is not None and now < entry.advisory_at:
                 self._stats.hits += 1
         if entry is not None and now < entry.advisory_at:
-            logger.debug("%s cache hit: %s", self._name, self._describe(key))
+            if logger.isEnabledFor(logging.DEBUG):  # describing a key costs more than a hit
+                logger.debug("%s cache hit: %s", self._name, self._describe(key))
             return entry.value
         if entry is not None and now < entry.mandatory_at:
             return self._advisory(key, slot, entry, fetch)
@@ -229,7 +230,8 @@ class RefreshCache(Generic[K, V]):
     def _count_hit(self, key: K) -> None:
         with self._lock:
             self._stats.hits += 1
-        logger.debug("%s cache hit: %s", self._name, self._describe(key))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s cache hit: %s", self._name, self._describe(key))
 
     def _slot(self, key: K) -> _Slot:
         # Caller holds self._lock.

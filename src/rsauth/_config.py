@@ -9,10 +9,14 @@ names the field, the value and what is accepted.
 from __future__ import annotations
 
 import enum
+import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from cachetools import LRUCache
 
 from rsauth._errors import ConfigurationError
 
@@ -238,8 +242,35 @@ class Options:
         return f"host {self.host!r}"
 
 
+_ENV_NAMES: Final = tuple(setting.env for setting in SETTINGS if setting.env)
+# Recent resolutions, keyed by the arguments and the environment they read: resolving
+# is pure, and a service calling connect() with the same arguments repeats it.
+_RESOLVED: LRUCache[tuple[Any, ...], Options] = LRUCache(maxsize=256)
+_RESOLVED_LOCK = threading.Lock()
+
+
 def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:
     """Resolve every setting from ``arguments`` (``None`` or UNSET: not given) and ``environ``."""
+    if arguments.get("password") is not None:  # never keep a password in a cache key
+        return _resolve(arguments, environ)
+    try:
+        key = (
+            tuple(sorted(arguments.items())),
+            tuple(environ.get(name) for name in _ENV_NAMES),
+        )
+        hash(key)
+    except TypeError:  # an unhashable argument (a list of db_roles): resolve afresh
+        return _resolve(arguments, environ)
+    with _RESOLVED_LOCK:
+        found = _RESOLVED.get(key)
+    if found is None:
+        found = _resolve(arguments, environ)  # raises for bad input: nothing is stored
+        with _RESOLVED_LOCK:
+            _RESOLVED[key] = found
+    return found
+
+
+def _resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:
     unknown = set(arguments) - SETTING_NAMES
     if unknown:
         raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -319,19 +350,56 @@ def resolve_region(
     explicit: str | None,
     broker_default: str | None,
     environ: Mapping[str, str],
-    session_region: str | None,
+    session_region: str | Callable[[], str | None] | None,
 ) -> str:
-    """Region: argument > ``Broker(region=)`` > AWS_REGION > AWS_DEFAULT_REGION > the profile's."""
-    for candidate in (
-        explicit,
-        broker_default,
-        environ.get("AWS_REGION"),
-        environ.get("AWS_DEFAULT_REGION"),
-        session_region,
-    ):
+    """Region: argument > ``Broker(region=)`` > AWS_REGION > AWS_DEFAULT_REGION > the profile's.
+
+    ``session_region`` may be a callable, asked only when nothing before it gave a region
+    (reading the profile's region costs several microseconds on every call otherwise).
+    """
+    for candidate in (explicit, broker_default, environ.get("AWS_REGION"),
+                      environ.get("AWS_DEFAULT_REGION")):
         if candidate:
             return candidate
+    profile_region = session_region() if callable(session_region) else session_region
+    if profile_region:
+        return profile_region
     raise ConfigurationError(
         "no AWS region: pass region=, Broker(region=), set AWS_REGION or AWS_DEFAULT_REGION, "
         "or give the profile a region"
     )
+
+
+class ProcessEnviron(Mapping[str, str]):
+    """``os.environ``, read on every call, without its cost for missing keys.
+
+    ``os.environ.get`` raises and catches a KeyError inside for every variable
+    that is not set, which is most ``RSAUTH_*`` ones; looking the encoded key up
+    in its underlying dict does the same read at a fraction of the cost.
+    """
+
+    def __getitem__(self, key: str) -> str:
+        return os.environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(os.environ)
+
+    def __len__(self) -> int:
+        return len(os.environ)
+
+    def __init__(self) -> None:
+        self._encoded: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        environ: Any = os.environ
+        data = getattr(environ, "_data", None)
+        if data is None:  # not CPython's os._Environ: take the ordinary path
+            return os.environ.get(key, default)
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            encoded = self._encoded[key] = environ.encodekey(key)
+        value = data.get(encoded)
+        return default if value is None else environ.decodevalue(value)
+
+
+PROCESS_ENVIRON = ProcessEnviron()

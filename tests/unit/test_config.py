@@ -236,3 +236,20 @@ class TestRegion:
             "profile",
         ):
             assert fragment in str(info.value)
+
+
+def test_resolution_is_reused_but_follows_the_environment() -> None:
+    from rsauth._config import resolve
+
+    first = resolve({"workgroup": "analytics"}, {})
+    assert resolve({"workgroup": "analytics"}, {}) is first
+    changed = resolve({"workgroup": "analytics"}, {"RSAUTH_DURATION": "1800"})
+    assert changed.duration == 1800
+    assert resolve({"workgroup": "analytics"}, {}).duration == 900
+
+
+def test_a_password_is_never_kept_for_reuse() -> None:
+    from rsauth._config import _RESOLVED, resolve
+
+    resolve({"method": "password", "host": "db.example.com", "user": "u", "password": "pw-1"}, {})
+    assert not [key for key in list(_RESOLVED.keys()) if "pw-1" in repr(key)]
