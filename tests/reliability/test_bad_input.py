@@ -137,3 +137,43 @@ def test_missing_aws_credentials_is_a_configuration_error(
     with rsauth.Broker(session=boto3.Session(region_name="eu-west-1")) as broker, \
             pytest.raises(rsauth.ConfigurationError, match="credentials"):
         broker.connect(workgroup="analytics")
+
+
+CLI_FLAGS: dict[str, st.SearchStrategy[str]] = {
+    "--workgroup": not_matching(WORKGROUP).filter(lambda s: s and not s.startswith("-")),
+    "--duration": st.text(max_size=6).filter(
+        lambda s: s and not s.startswith("-")
+        and not (s.strip().isascii() and s.strip().isdigit() and 900 <= int(s) <= 3600)
+    ),
+    "--method": st.text(min_size=1, max_size=10).filter(
+        lambda s: not s.startswith("-")
+        and s not in {"auto", "iam", "secret", "superuser"}
+    ),
+    "--role-arn": not_matching(ROLE_ARN).filter(lambda s: s and not s.startswith("-")),
+}
+
+
+@pytest.mark.parametrize("command", ["credentials", "whoami", "sql"])
+@pytest.mark.parametrize("flag", sorted(CLI_FLAGS))
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_bad_cli_flags_are_usage_errors_naming_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str,
+    flag: str, data: st.DataObject,
+) -> None:
+    from rsauth._cli import main
+
+    ClosedAws(monkeypatch)
+    value = data.draw(CLI_FLAGS[flag], label=flag)
+    argv = [command, "--workgroup", "analytics", f"{flag}={value}"]
+    if command == "sql":
+        argv.append("select 1")
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert flag.lstrip("-").split("-")[0] in err
+    assert "Traceback" not in err
