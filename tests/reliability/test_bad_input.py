@@ -169,6 +169,7 @@ def test_bad_cli_flags_are_usage_errors_naming_the_flag(
     argv = [command, "--workgroup", "analytics", f"{flag}={value}"]
     if command == "sql":
         argv.append("select 1")
+    code: int | str | None
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse's own usage errors
