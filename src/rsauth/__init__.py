@@ -12,11 +12,14 @@ from rsauth._errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectError,
+    IamRoleError,
+    LoadError,
     NotFoundError,
     NotSuperuserError,
     RsauthError,
     ServiceError,
 )
+from rsauth._fleet import RedisCache
 from rsauth._redact import protect_botocore_logs as _protect_botocore_logs
 
 __version__ = "0.1.0.dev0"
@@ -28,8 +31,11 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "Credentials",
+    "IamRoleError",
+    "LoadError",
     "NotFoundError",
     "NotSuperuserError",
+    "RedisCache",
     "RsauthError",
     "ServiceError",
     "__version__",

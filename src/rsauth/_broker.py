@@ -55,7 +55,7 @@ from rsauth._driver import (
     server_error,
     with_tls,
 )
-from rsauth._endpoint import DEFAULT_PORT, Endpoints, Workgroup
+from rsauth._endpoint import DEFAULT_PORT, Endpoints, NamespaceRoles, Workgroup, namespace_roles
 from rsauth._errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -64,6 +64,7 @@ from rsauth._errors import (
     NotFoundError,
     RsauthError,
 )
+from rsauth._fleet import RedisCache, request_for, shared_cache_from_environ
 from rsauth._sessions import SessionKey, Sessions
 from rsauth._sources import AwsContext, Login
 from rsauth._sources.iam import IamSource
@@ -140,6 +141,11 @@ class ConnectionOrigin:
     database: str
     user: str
     method: str
+    # The AWS side the login was made with, to look up facts about the workgroup as the
+    # same identity (rsauth.etl checks IAM roles with it).
+    region: str | None = None
+    profile: str | None = None
+    role_arn: str | None = None
 
 
 # Connections opened by any Broker, remembered without keeping them alive.
@@ -192,6 +198,9 @@ class Broker:
     and cached. ``region`` and ``profile`` are defaults for every call. ``clock``
     (returning an aware datetime), ``sleep`` and ``environ`` are injectable for
     tests. Safe to share between threads; a forked child starts empty.
+    ``shared_cache`` (fleet mode: an :class:`rsauth.RedisCache`; default one from
+    ``RSAUTH_SHARED_CACHE_URL`` when set) is asked before AWS for iam, superuser
+    and secret logins, so a fleet fetches each login once.
     """
 
     def __init__(
@@ -209,6 +218,7 @@ class Broker:
         secret_refresh: float = 300.0,
         login_attempts: int = 3,
         connect_attempts: int = 3,
+        shared_cache: RedisCache | None = None,
     ) -> None:
         if login_attempts < 1 or connect_attempts < 1:
             raise ConfigurationError("login_attempts and connect_attempts must be at least 1")
@@ -225,6 +235,11 @@ class Broker:
         self._cache_size = cache_size
         self._endpoint_ttl = endpoint_ttl
         self._closed = False
+        # Fleet mode: the shared tier between the in-process cache and AWS (rsauth._fleet).
+        self._owns_shared = shared_cache is None
+        self._shared = shared_cache if shared_cache is not None else (
+            shared_cache_from_environ(self._env)
+        )
         self._start()
         _BROKERS.add(self)
 
@@ -237,7 +252,11 @@ class Broker:
             self._base_session, config=self._botocore_config, on_call=self._count_call
         )
         self._logins: RefreshCache[CredentialKey, Login] = RefreshCache(
-            "credentials", clock=self._clock, maxsize=self._cache_size, describe=_describe
+            "credentials",
+            clock=self._clock,
+            maxsize=self._cache_size,
+            describe=_describe,
+            jitter=self._shared.jitter if self._shared is not None else 0.0,
         )
         self._endpoints = Endpoints(clock=self._clock, ttl=self._endpoint_ttl)
         # Logins whose superuser status was checked; weak, so they leave with the cache.
@@ -369,6 +388,30 @@ class Broker:
         logger.debug("invalidated %d cache entries", dropped)
         return dropped
 
+    def namespace_roles(
+        self,
+        *,
+        workgroup: str,
+        region: str | None = None,
+        profile: str | None = None,
+        role_arn: str | None = None,
+        fresh: bool = False,
+    ) -> NamespaceRoles:
+        """The IAM roles associated with ``workgroup``'s namespace and its default role
+        (``GetWorkgroup`` → ``GetNamespace`` as that identity), cached like the endpoint;
+        ``fresh=True`` asks AWS again."""
+        call = self._prepare(
+            workgroup=workgroup, region=region, profile=profile, role_arn=role_arn, method="iam"
+        )
+        namespace = self._workgroup(call).namespace
+        client = self._sessions.redshift_serverless(call.aws.session_key)
+        context = call.aws.context
+        return self._endpoints.namespace_roles(
+            self._endpoint_key(call),
+            lambda: namespace_roles(client, namespace=namespace, context=context),
+            fresh=fresh,
+        )
+
     def stats(self) -> dict[str, int]:
         """A snapshot: AWS calls keyed ``service.Operation``, ``cache.hits``,
         ``cache.misses``, ``cache.refreshes``, ``login.retries``, ``connect.retries``."""
@@ -388,6 +431,8 @@ class Broker:
         self._logins.invalidate()
         self._endpoints.invalidate()
         self._sessions.close()
+        if self._shared is not None and self._owns_shared:
+            self._shared.close()
 
     def __enter__(self) -> Broker:
         return self
@@ -443,9 +488,13 @@ class Broker:
             return PasswordSource(options.user or "", options.password or "").load().value
         key = call.aws.key
         if options.method == "secret":
-            return self._logins.get(key, lambda: self._secret_source(call).load())
+            return self._logins.get(
+                key, self._through_shared(call, lambda: self._secret_source(call).load())
+            )
         try:
-            return self._logins.get(key, lambda: self._iam_source(call).load())
+            return self._logins.get(
+                key, self._through_shared(call, lambda: self._iam_source(call).load())
+            )
         except ConfigurationError:
             if options.workgroup and not options.host:
                 # AWS refused the request: a workgroup that is not AVAILABLE is a
@@ -467,6 +516,28 @@ class Broker:
                 raise AccessDeniedError(
                     f"{exc}; the fallback to the managed admin secret failed too: {secret_exc}"
                 ) from exc
+
+    def _through_shared(
+        self, call: _Call, fetch: Callable[[], Lease[Login]]
+    ) -> Callable[[], Lease[Login]]:
+        """``fetch`` behind the shared store in fleet mode: the store first, AWS once per fleet."""
+        shared = self._shared
+        if shared is None:
+            return fetch
+        aws = call.aws
+
+        def through_shared() -> Lease[Login]:
+            request = request_for(
+                self._sessions,
+                aws.session_key,
+                aws.key,
+                holding=self._logins.peek(aws.key),
+                describe=_describe(aws.key),
+                clock=self._clock,
+            )
+            return shared.fetch(request, fetch)
+
+        return through_shared
 
     def _as_secret(self, call: _Call) -> _Call:
         options = replace(call.options, method="secret", fallback=False)
@@ -507,6 +578,8 @@ class Broker:
         """A fresh login after ``refused`` was refused; for a secret, AWSPENDING if unchanged."""
         # A fallback login is cached under the method it actually used.
         self._logins.discard(call.aws.key._replace(method=refused.method), refused)
+        if self._shared is not None:
+            self._shared.reject(refused)
         fresh = self._login(call)
         if fresh.method == "secret" and _same_login(fresh, refused):
             pending = self._secret_source(self._as_secret(call)).load_pending()
@@ -625,6 +698,9 @@ class Broker:
             database=credentials.database,
             user=login.user,
             method=login.method,
+            region=call.resolved_aws.region if call.resolved_aws is not None else None,
+            profile=call.profile,
+            role_arn=call.options.role_arn,
         )
         return connection, credentials
 

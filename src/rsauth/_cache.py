@@ -15,14 +15,20 @@ the cache derives three instants:
 - **expiry**: the entry leaves the store on its own (cachetools ``TLRUCache``).
 
 A value without expiry (a secret) has only an advisory instant, its refresh
-interval. A value just fetched is always returned to the caller that fetched
-it, whatever its windows say.
+interval. A value that arrives part-way through its life (from the shared
+store of fleet mode) carries its whole lifetime as ``span``, so its windows
+sit where they would for the worker that fetched it. ``jitter`` (fleet mode)
+delays each entry's advisory instant by a random fraction of the advisory
+window, so a fleet holding the same login does not refresh all at once.
+A value just fetched is always returned to the caller that fetched it,
+whatever its windows say.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -50,11 +56,15 @@ class Lease(Generic[V]):
     ``lifetime``: seconds from the fetch until expiry, as the issuer measured
     it; ``None`` when it does not expire. ``refresh_after``: for a value
     without expiry, seconds after which it is refreshed (advisory only).
+    ``span``: the value's whole lifetime when it arrives with only
+    ``lifetime`` of it left (fleet mode's shared store; default: ``lifetime``);
+    the windows are scaled to it.
     """
 
     value: V
     lifetime: float | None = None
     refresh_after: float | None = None
+    span: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,19 +91,30 @@ class _Slot:
         self.lock = threading.Lock()
 
 
-def windows(fetched_at: float, lease: Lease[V]) -> _Entry[V]:
-    """The advisory, mandatory and expiry instants of ``lease`` fetched at ``fetched_at``."""
+def windows(
+    fetched_at: float,
+    lease: Lease[V],
+    *,
+    jitter: float = 0.0,
+    uniform: Callable[[], float] = random.random,
+) -> _Entry[V]:
+    """The advisory, mandatory and expiry instants of ``lease`` fetched at ``fetched_at``.
+
+    ``jitter`` in [0, 1]: the advisory instant moves later by ``jitter * uniform()``
+    of the advisory window, never earlier and never into the mandatory window.
+    """
     if lease.lifetime is None:
         after = lease.refresh_after if lease.refresh_after is not None else math.inf
         return _Entry(lease.value, fetched_at + after, math.inf, math.inf)
     lifetime = max(lease.lifetime, 0.0)
+    scale = max(lease.span, lifetime) if lease.span is not None else lifetime
     expires_at = fetched_at + lifetime
-    return _Entry(
-        lease.value,
-        advisory_at=expires_at - lifetime / 3,
-        mandatory_at=expires_at - min(MANDATORY_MAX_SECONDS, lifetime / 4),
-        expires_at=expires_at,
-    )
+    advisory_at = expires_at - scale / 3
+    mandatory_at = expires_at - min(MANDATORY_MAX_SECONDS, scale / 4)
+    if jitter > 0 and mandatory_at > advisory_at:
+        # Spreads a fleet's refreshes over the window; only ever later than L/3 before expiry.
+        advisory_at += min(jitter, 1.0) * uniform() * (mandatory_at - advisory_at)
+    return _Entry(lease.value, advisory_at, mandatory_at, expires_at)
 
 
 def _expiry(_key: Hashable, entry: _Entry[V], _now: float) -> float:
@@ -113,8 +134,10 @@ class RefreshCache(Generic[K, V]):
         clock: Callable[[], datetime],
         maxsize: int = 1024,
         describe: Callable[[K], str] = repr,
+        jitter: float = 0.0,
     ) -> None:
         self._name = name
+        self._jitter = jitter
         self._clock = clock
         self._maxsize = maxsize
         self._describe = describe
@@ -218,7 +241,7 @@ class RefreshCache(Generic[K, V]):
             time.perf_counter() - started,
             "none" if lease.lifetime is None else f"{lease.lifetime:.0f}",
         )
-        entry = windows(fetched_at, lease)
+        entry = windows(fetched_at, lease, jitter=self._jitter)
         with self._lock:
             self._entries[key] = entry
         return lease.value
@@ -251,7 +274,7 @@ class RefreshCache(Generic[K, V]):
 
     def put(self, key: K, lease: Lease[V]) -> None:
         """Store ``lease`` for ``key`` as if it had just been fetched."""
-        entry = windows(self._now(), lease)
+        entry = windows(self._now(), lease, jitter=self._jitter)
         with self._lock:
             self._entries[key] = entry
 

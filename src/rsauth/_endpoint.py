@@ -9,6 +9,7 @@ cached, so the next call asks again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from rsauth._sources import AwsContext
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
 
-__all__ = ["DEFAULT_PORT", "Endpoints", "Workgroup"]
+__all__ = ["DEFAULT_PORT", "Endpoints", "NamespaceRoles", "Workgroup", "namespace_roles"]
 
 DEFAULT_PORT = 5439
 
@@ -40,6 +41,15 @@ class Workgroup:
     status: str
 
 
+@dataclass(frozen=True)
+class NamespaceRoles:
+    """The IAM roles a namespace may use for COPY, UNLOAD and the like (``GetNamespace``)."""
+
+    namespace: str
+    default_role: str | None
+    roles: tuple[str, ...]
+
+
 class Endpoints:
     """Cached ``GetWorkgroup`` lookups, one fetch at a time per key."""
 
@@ -50,6 +60,9 @@ class Endpoints:
         )
         self._secrets: RefreshCache[Hashable, str] = RefreshCache(
             "admin secret", clock=clock, describe=_describe
+        )
+        self._roles: RefreshCache[Hashable, NamespaceRoles] = RefreshCache(
+            "namespace roles", clock=clock, describe=_describe
         )
 
     def workgroup(
@@ -68,15 +81,29 @@ class Endpoints:
         """The namespace's admin secret ARN for ``key``, looked up through ``fetch`` when due."""
         return self._secrets.get(key, lambda: Lease(fetch(), refresh_after=self._ttl))
 
+    def namespace_roles(
+        self, key: Hashable, fetch: Callable[[], NamespaceRoles], *, fresh: bool = False
+    ) -> NamespaceRoles:
+        """The namespace's IAM roles for ``key``, looked up through ``fetch`` when due
+        (``fresh``: now, whatever is cached)."""
+        if fresh:
+            self._roles.discard(key)
+        return self._roles.get(key, lambda: Lease(fetch(), refresh_after=self._ttl))
+
     def discard(self, key: Hashable) -> None:
         self._cache.discard(key)
 
     def invalidate(self, predicate: Callable[[Hashable], bool] | None = None) -> int:
-        return self._cache.invalidate(predicate) + self._secrets.invalidate(predicate)
+        return (
+            self._cache.invalidate(predicate)
+            + self._secrets.invalidate(predicate)
+            + self._roles.invalidate(predicate)
+        )
 
     def reset(self) -> None:
         self._cache.reset()
         self._secrets.reset()
+        self._roles.reset()
 
 
 def _describe(key: Hashable) -> str:
@@ -112,4 +139,37 @@ def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsCont
         address=address,
         port=int(endpoint.get("port") or workgroup.get("port") or DEFAULT_PORT),
         status=status,
+    )
+
+
+# Real GetNamespace answers iamRoles as "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)";
+# the sandbox (and moto) as the bare ARN.
+_IAM_ROLE_ARN = re.compile(r"iamRoleArn=([^,)\s]+)")
+
+
+def namespace_roles(
+    client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
+) -> NamespaceRoles:
+    """``defaultIamRoleArn`` and ``iamRoles`` of ``namespace`` (``GetNamespace``)."""
+    try:
+        response = client.get_namespace(namespaceName=namespace)
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc,
+            doing="redshift-serverless:GetNamespace",
+            subject=f"namespace {namespace!r}",
+            region=context.region,
+            identity=context.identity,
+        ) from exc
+    facts = response["namespace"]
+    roles: list[str] = []
+    for entry in facts.get("iamRoles") or []:
+        match = _IAM_ROLE_ARN.search(entry)
+        arn = match.group(1) if match else entry.strip()
+        if arn and arn not in roles:
+            roles.append(arn)
+    return NamespaceRoles(
+        namespace=namespace,
+        default_role=facts.get("defaultIamRoleArn") or None,
+        roles=tuple(roles),
     )

@@ -14,7 +14,13 @@ Every error rsauth raises derives from one root::
     │                                          that is not AVAILABLE
     ├── AuthenticationError                   the database refused the login, also after a
     │                                          fresh credential was tried
-    └── ConnectError                          network or TLS failure reaching the database
+    ├── ConnectError                          network or TLS failure reaching the database
+    └── LoadError                             rsauth.etl: Redshift refused or aborted a COPY
+        │                                      or UNLOAD (its message, SQLSTATE and detail)
+        └── IamRoleError                      the statement's IAM role is not usable by the
+                                               namespace: no default role, not associated,
+                                               or a chain that breaks (checked before running,
+                                               or as Redshift reported it)
 
 AWS and driver exceptions never escape raw: each is mapped to the most specific
 class above with ``raise ... from exc``, so the original stays in ``__cause__``.
@@ -29,6 +35,8 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConnectError",
+    "IamRoleError",
+    "LoadError",
     "NotFoundError",
     "NotSuperuserError",
     "RsauthError",
@@ -66,3 +74,11 @@ class AuthenticationError(RsauthError):
 
 class ConnectError(RsauthError):
     """The database endpoint could not be reached (network, TLS)."""
+
+
+class LoadError(RsauthError):
+    """A COPY or UNLOAD failed in the database (``rsauth.etl``)."""
+
+
+class IamRoleError(LoadError):
+    """The IAM role of a COPY or UNLOAD cannot be used by the workgroup's namespace."""

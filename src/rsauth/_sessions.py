@@ -231,6 +231,10 @@ class Sessions:
         client: STSClient = self._client(key, "sts")
         return client
 
+    def kms(self, key: SessionKey) -> Any:
+        """The KMS client of the session (fleet mode's per-identity data keys)."""
+        return self._client(key, "kms")
+
     # -- lifecycle --------------------------------------------------------
 
     def close(self) -> None:

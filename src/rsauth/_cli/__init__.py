@@ -1,9 +1,10 @@
 """The ``rsauth`` command (also ``python -m rsauth``).
 
-Subcommands: ``credentials``, ``sql``, ``psql``, ``whoami``, ``doctor`` and
-``sandbox``. Exit codes: 0 done, 1 failed, 2 usage error (a malformed option
-or ``RSAUTH_*`` variable). An error is one line on stderr; ``--debug`` adds
-the traceback and rsauth's DEBUG log lines (which never hold a secret).
+Subcommands: ``credentials``, ``sql``, ``psql``, ``whoami``, ``copy``,
+``unload``, ``doctor`` and ``sandbox``. Exit codes: 0 done, 1 failed, 2 usage
+error (a malformed option or ``RSAUTH_*`` variable). An error is one line on
+stderr; ``--debug`` adds the traceback and rsauth's DEBUG log lines (which never
+hold a secret).
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from rsauth._cli._context import (
     cli_wording,
 )
 from rsauth._cli._doctor import run_doctor
+from rsauth._cli._etl import (
+    COPY_EPILOG,
+    UNLOAD_EPILOG,
+    add_etl_arguments,
+    run_copy,
+    run_unload,
+)
 from rsauth._cli._formats import CREDENTIAL_FORMATS, ROW_FORMATS
 from rsauth._config import METHODS
 from rsauth._errors import RsauthError
@@ -94,6 +102,14 @@ examples:
 examples:
   rsauth whoami --workgroup analytics
   rsauth whoami --role-arn arn:aws:iam::123456789012:role/etl""",
+    ),
+    "copy": (
+        "load a table from S3 with COPY, the IAM role checked against the namespace first",
+        COPY_EPILOG,
+    ),
+    "unload": (
+        "write a query's result to S3 with UNLOAD, the IAM role checked first",
+        UNLOAD_EPILOG,
     ),
     "doctor": (
         "check, step by step, everything a login needs",
@@ -181,6 +197,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parsers["psql"].add_argument(
         "psql_args", nargs="*", metavar="-- PSQL_ARGS", help="arguments for psql, after --"
     )
+    add_etl_arguments(parsers["copy"], "copy")
+    add_etl_arguments(parsers["unload"], "unload")
     parsers["sandbox"] = commands.add_parser(
         "sandbox",
         add_help=False,
@@ -196,6 +214,8 @@ _HANDLERS: dict[str, _Handler] = {
     "psql": run_psql,
     "whoami": run_whoami,
     "doctor": lambda args, context: run_doctor(context),
+    "copy": run_copy,
+    "unload": run_unload,
 }
 
 

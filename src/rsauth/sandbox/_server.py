@@ -39,7 +39,7 @@ DATABASE = "dev"
 ADMIN_USER = "admin"
 CREATOR_USER = "sandbox-admin"
 ENDPOINT_HOST = "localhost"
-_AWS_SERVICES = ("REDSHIFT_SERVERLESS", "STS", "IAM", "SECRETS_MANAGER", "S3")
+_AWS_SERVICES = ("REDSHIFT_SERVERLESS", "STS", "IAM", "SECRETS_MANAGER", "S3", "KMS")
 
 
 class _QuietHandler(WSGIRequestHandler):
