@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import boto3
 import redshift_connector
 from botocore.config import Config
+from cachetools import LRUCache
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -166,6 +167,7 @@ class _Aws:
     session_key: SessionKey
     context: AwsContext
     key: CredentialKey
+    endpoint_key: EndpointKey
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,9 @@ class Broker:
             jitter=self._shared.jitter if self._shared is not None else 0.0,
         )
         self._endpoints = Endpoints(clock=self._clock, ttl=self._endpoint_ttl)
+        # The AWS side of recent calls (keys, contexts), rebuilt only for new arguments.
+        self._memo_lock = threading.Lock()
+        self._aws_memo: LRUCache[tuple[Any, ...], _Aws] = LRUCache(maxsize=256)
         # Logins whose superuser status was checked; weak, so they leave with the cache.
         self._verified: weakref.WeakSet[Login] = weakref.WeakSet()
         self._verified_lock = threading.Lock()
@@ -462,6 +467,21 @@ class Broker:
             options.region, self._region, self._env, lambda: session.region_name
         )
         identity = self._sessions.identity(profile)
+        memo_key = (options, profile, region, identity)
+        if options.password is None:  # never a password in a key
+            with self._memo_lock:
+                aws = self._aws_memo.get(memo_key)
+            if aws is not None:
+                return _Call(options, profile, aws)
+        aws = self._resolve_aws(options, profile, region, identity)
+        if options.password is None:
+            with self._memo_lock:
+                self._aws_memo[memo_key] = aws
+        return _Call(options, profile, aws)
+
+    def _resolve_aws(
+        self, options: Options, profile: str | None, region: str, identity: str
+    ) -> _Aws:
         session_key = SessionKey(profile, region, options.role_arn, options.db_roles)
         context = AwsContext(region, identity=functools.partial(self._who, session_key, identity))
         key = CredentialKey(
@@ -478,7 +498,10 @@ class Broker:
             secret_id=options.secret_id,
             user=options.user,
         )
-        return _Call(options, profile, _Aws(identity, region, session_key, context, key))
+        endpoint_key = EndpointKey(
+            identity, profile, region, options.role_arn, options.db_roles, options.workgroup or ""
+        )
+        return _Aws(identity, region, session_key, context, key, endpoint_key)
 
     # -- logins -----------------------------------------------------------
 
@@ -599,14 +622,7 @@ class Broker:
     # -- endpoints --------------------------------------------------------
 
     def _endpoint_key(self, call: _Call) -> EndpointKey:
-        return EndpointKey(
-            call.aws.identity,
-            call.profile,
-            call.aws.region,
-            call.options.role_arn,
-            call.options.db_roles,
-            call.options.workgroup or "",
-        )
+        return call.aws.endpoint_key
 
     def _workgroup(self, call: _Call) -> Workgroup:
         if call.options.workgroup is None:
@@ -614,9 +630,10 @@ class Broker:
                 "the namespace's managed admin secret is found through workgroup=; "
                 "pass workgroup= or secret_id="
             )
+        session_key = call.aws.session_key
         return self._endpoints.workgroup(
             self._endpoint_key(call),
-            self._sessions.redshift_serverless(call.aws.session_key),
+            lambda: self._sessions.redshift_serverless(session_key),
             call.options.workgroup,
             call.aws.context,
         )

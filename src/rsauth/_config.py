@@ -254,10 +254,12 @@ def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options
     if arguments.get("password") is not None:  # never keep a password in a cache key
         return _resolve(arguments, environ)
     try:
-        key = (
-            tuple(sorted(arguments.items())),
-            tuple(environ.get(name) for name in _ENV_NAMES),
+        seen = (
+            environ.snapshot(_ENV_NAMES)
+            if isinstance(environ, ProcessEnviron)
+            else tuple(environ.get(name) for name in _ENV_NAMES)
         )
+        key = (tuple(sorted(arguments.items())), seen)
         hash(key)
     except TypeError:  # an unhashable argument (a list of db_roles): resolve afresh
         return _resolve(arguments, environ)
@@ -400,6 +402,17 @@ class ProcessEnviron(Mapping[str, str]):
             encoded = self._encoded[key] = environ.encodekey(key)
         value = data.get(encoded)
         return default if value is None else environ.decodevalue(value)
+
+    def snapshot(self, names: tuple[str, ...]) -> tuple[Any, ...]:
+        """The raw values of ``names`` (undecoded), to tell whether any has changed."""
+        data = getattr(os.environ, "_data", None)
+        if data is None:
+            return tuple(os.environ.get(name) for name in names)
+        encoded = self._encoded
+        if len(encoded) < len(names) or any(name not in encoded for name in names):
+            for name in names:
+                self.get(name)
+        return tuple([data.get(encoded[name]) for name in names])
 
 
 PROCESS_ENVIRON = ProcessEnviron()

@@ -68,13 +68,15 @@ class Endpoints:
     def workgroup(
         self,
         key: Hashable,
-        client: RedshiftServerlessClient,
+        client: Callable[[], RedshiftServerlessClient],
         name: str,
         context: AwsContext,
     ) -> Workgroup:
-        """The workgroup ``name``; ``key`` must end with the name and hold no secret."""
+        """The workgroup ``name``; ``key`` must end with the name and hold no secret.
+
+        ``client`` is called only to fetch (a cache hit needs no client)."""
         return self._cache.get(
-            key, lambda: Lease(_get_workgroup(client, name, context), refresh_after=self._ttl)
+            key, lambda: Lease(_get_workgroup(client(), name, context), refresh_after=self._ttl)
         )
 
     def admin_secret_arn(self, key: Hashable, fetch: Callable[[], str]) -> str:
