@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rsauth._broker import Broker
+from rsauth._config import given_settings
 from rsauth._credentials import Credentials
 
 if TYPE_CHECKING:
@@ -67,24 +68,7 @@ def connect(
     after checking it is one of its parameters. Options not given come from
     ``RSAUTH_*`` environment variables, then defaults.
     """
-    return default_broker().connect(
-        workgroup=workgroup,
-        custom_domain=custom_domain,
-        database=database,
-        method=method,
-        duration=duration,
-        secret_id=secret_id,
-        role_arn=role_arn,
-        db_roles=db_roles,
-        user=user,
-        password=password,
-        host=host,
-        port=port,
-        region=region,
-        profile=profile,
-        fallback=fallback,
-        **driver_kwargs,
-    )
+    return default_broker().connect(**given_settings(locals()), **driver_kwargs)
 
 
 def get_credentials(
@@ -106,20 +90,4 @@ def get_credentials(
     fallback: bool | None = None,
 ) -> Credentials:
     """The current :class:`Credentials` for a workgroup (cached, refreshed ahead of expiry)."""
-    return default_broker().credentials(
-        workgroup=workgroup,
-        custom_domain=custom_domain,
-        database=database,
-        method=method,
-        duration=duration,
-        secret_id=secret_id,
-        role_arn=role_arn,
-        db_roles=db_roles,
-        user=user,
-        password=password,
-        host=host,
-        port=port,
-        region=region,
-        profile=profile,
-        fallback=fallback,
-    )
+    return default_broker().credentials(**given_settings(locals()))

@@ -43,6 +43,7 @@ from rsauth._config import (
     SETTING_NAMES,
     Options,
     check_host,
+    given_settings,
     resolve,
     resolve_region,
 )
@@ -297,23 +298,7 @@ class Broker:
         kwargs = with_tls(check_driver_kwargs(driver_kwargs, SETTING_NAMES))
         if not kwargs.get("application_name"):
             kwargs["application_name"] = calling_module()
-        call = self._prepare(
-            workgroup=workgroup,
-            custom_domain=custom_domain,
-            database=database,
-            method=method,
-            duration=duration,
-            secret_id=secret_id,
-            role_arn=role_arn,
-            db_roles=db_roles,
-            user=user,
-            password=password,
-            host=host,
-            port=port,
-            region=region,
-            profile=profile,
-            fallback=fallback,
-        )
+        call = self._prepare(**given_settings(locals()))
         connection, _ = self._connect(call, kwargs)
         return connection
 
@@ -341,23 +326,7 @@ class Broker:
         With ``method="superuser"`` a login not yet verified is checked by
         connecting once (then closed); not a superuser → NotSuperuserError.
         """
-        call = self._prepare(
-            workgroup=workgroup,
-            custom_domain=custom_domain,
-            database=database,
-            method=method,
-            duration=duration,
-            secret_id=secret_id,
-            role_arn=role_arn,
-            db_roles=db_roles,
-            user=user,
-            password=password,
-            host=host,
-            port=port,
-            region=region,
-            profile=profile,
-            fallback=fallback,
-        )
+        call = self._prepare(**given_settings(locals()))
         if call.options.method == "superuser":
             login = self._login(call)
             if not self._is_verified(login):

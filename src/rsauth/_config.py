@@ -249,6 +249,12 @@ _RESOLVED: LRUCache[tuple[Any, ...], Options] = LRUCache(maxsize=256)
 _RESOLVED_LOCK = threading.Lock()
 
 
+def given_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The login settings among a function's ``locals()``: entry points that spell out
+    every keyword (for typing and help) forward them with this in one line."""
+    return {name: namespace[name] for name in SETTING_NAMES}
+
+
 def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:
     """Resolve every setting from ``arguments`` (``None`` or UNSET: not given) and ``environ``."""
     if arguments.get("password") is not None:  # never keep a password in a cache key
