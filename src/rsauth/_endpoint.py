@@ -10,10 +10,10 @@ cached, so the next call asks again.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -144,15 +144,10 @@ def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsCont
     )
 
 
-# Real GetNamespace answers iamRoles as "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)";
-# the sandbox (and moto) as the bare ARN.
-_IAM_ROLE_ARN = re.compile(r"iamRoleArn=([^,)\s]+)")
-
-
-def namespace_roles(
+def get_namespace(
     client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
-) -> NamespaceRoles:
-    """``defaultIamRoleArn`` and ``iamRoles`` of ``namespace`` (``GetNamespace``)."""
+) -> Mapping[str, Any]:
+    """``GetNamespace``'s description of ``namespace``, AWS errors mapped to rsauth's."""
     try:
         response = client.get_namespace(namespaceName=namespace)
     except (ClientError, BotoCoreError) as exc:
@@ -163,7 +158,20 @@ def namespace_roles(
             region=context.region,
             identity=context.identity,
         ) from exc
-    facts = response["namespace"]
+    facts: Mapping[str, Any] = response["namespace"]
+    return facts
+
+
+# Real GetNamespace answers iamRoles as "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)";
+# the sandbox (and moto) as the bare ARN.
+_IAM_ROLE_ARN = re.compile(r"iamRoleArn=([^,)\s]+)")
+
+
+def namespace_roles(
+    client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
+) -> NamespaceRoles:
+    """``defaultIamRoleArn`` and ``iamRoles`` of ``namespace`` (``GetNamespace``)."""
+    facts = get_namespace(client, namespace=namespace, context=context)
     roles: list[str] = []
     for entry in facts.get("iamRoles") or []:
         match = _IAM_ROLE_ARN.search(entry)

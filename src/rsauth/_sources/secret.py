@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth._aws import error_code, map_aws_error
 from rsauth._cache import Lease
+from rsauth._endpoint import get_namespace
 from rsauth._errors import ConfigurationError, NotFoundError
 from rsauth._sources import AwsContext, Login
 
@@ -116,20 +117,12 @@ def admin_secret_arn(
     client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
 ) -> str:
     """The ARN of the namespace's Redshift-managed admin secret (``GetNamespace``)."""
-    try:
-        response = client.get_namespace(namespaceName=namespace)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            doing="redshift-serverless:GetNamespace",
-            subject=f"namespace {namespace!r}",
-            region=context.region,
-            identity=context.identity,
-        ) from exc
-    arn = response["namespace"].get("adminPasswordSecretArn")
+    arn = get_namespace(client, namespace=namespace, context=context).get(
+        "adminPasswordSecretArn"
+    )
     if not arn:
         raise NotFoundError(
             f"namespace {namespace!r} in {context.region} has no Redshift-managed admin "
             "secret (manageAdminPassword is off); pass secret_id= of a secret holding the login"
         )
-    return arn
+    return str(arn)
