@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak bench lint typecheck pytest sandbox build clean
+.PHONY: demo test soak bench lint typecheck pytest sandbox build clean redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,33 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The fleet-mode tests (tests/fleet) run a real redis-server. When it is missing, install
+# Debian's package if apt-get is here and we may use it; otherwise say so, and pytest skips
+# those tests with the reason.
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing redis-server (Debian package) for the fleet-mode tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends redis-server >/dev/null) \
+		|| echo "redis-server could not be installed: the fleet-mode tests will be skipped"; \
+	else \
+		echo "redis-server not found (installing it needs apt-get as root): the fleet-mode tests will be skipped"; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
-test: $(STAMP)
+test: $(STAMP) redis
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 # The reliability scenarios at soak scale (32 threads x 300 connects, longer runs);
 # figures are printed and written to bench/results/reliability.json.
-soak: $(STAMP)
+soak: $(STAMP) redis
 	$(BIN)/pytest tests/reliability --soak -q
+	$(BIN)/pytest tests/fleet --soak -q
 
 # rsauth against redshift_connector's IAM path and the static-password floor;
 # prints a table and writes bench/results/latest.json. Not part of make test.
@@ -41,7 +56,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) redis
 	$(BIN)/pytest
 
 sandbox: $(STAMP)

@@ -1,0 +1,319 @@
+"""The shared tier in one process: several Brokers (each its own in-process cache) on one store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+import rsauth
+from rsauth.sandbox import Sandbox
+from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
+
+ACCOUNT = "123456789012"
+
+
+def make_role(name: str) -> str:
+    iam = boto3.client("iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+
+def current_user(connection: Any) -> str:
+    cursor = connection.cursor()
+    cursor.execute("select current_user")
+    row = cursor.fetchone()
+    cursor.close()
+    return str(row[0])
+
+
+def shared(server: RedisServer, **kwargs: Any) -> rsauth.RedisCache:
+    kwargs.setdefault("fleet_key", FLEET_KEY)
+    return rsauth.RedisCache(server.url, **kwargs)
+
+
+@pytest.fixture
+def brokers(sandbox: Sandbox, redis_server: RedisServer) -> Iterator[list[rsauth.Broker]]:
+    """Three Brokers, as three workers would be, sharing one store."""
+    made = [rsauth.Broker(shared_cache=shared(redis_server)) for _ in range(3)]
+    try:
+        yield made
+    finally:
+        for broker in made:
+            broker.close()
+
+
+def get_credentials(sb: Sandbox) -> int:
+    return sb.calls().get("redshift-serverless.GetCredentials", 0)
+
+
+def test_one_fetch_serves_every_broker(sandbox: Sandbox, brokers: list[rsauth.Broker]) -> None:
+    users = set()
+    for broker in brokers:
+        with broker.connect(workgroup=sandbox.workgroup) as connection:
+            users.add(current_user(connection))
+    assert users == {"IAM:sandbox-admin"}
+    assert get_credentials(sandbox) == 1
+    # One GetCallerIdentity per broker's process-wide identity (here: per RedisCache).
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == 3
+
+
+def test_the_environment_turns_it_on(
+    sandbox: Sandbox, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RSAUTH_SHARED_CACHE_URL", redis_server.url)
+    monkeypatch.setenv("RSAUTH_SHARED_CACHE_KEY", FLEET_KEY)
+    with rsauth.Broker() as first, rsauth.Broker() as second:
+        first.credentials(workgroup=sandbox.workgroup)
+        second.credentials(workgroup=sandbox.workgroup)
+    assert get_credentials(sandbox) == 1
+    assert len(entry_keys(redis_server)) == 1
+
+
+def test_a_refresh_is_shared_too(sandbox: Sandbox, brokers: list[rsauth.Broker]) -> None:
+    sandbox.set_credential_lifetime(3)
+    try:
+        first = [b.credentials(workgroup=sandbox.workgroup).password for b in brokers]
+        assert len(set(first)) == 1
+        time.sleep(2.6)  # past the mandatory window (min(120, 3/4) before expiry)
+        second = [b.credentials(workgroup=sandbox.workgroup).password for b in brokers]
+        assert len(set(second)) == 1
+        assert second[0] != first[0]
+        assert get_credentials(sandbox) == 2
+    finally:
+        sandbox.set_credential_lifetime(None)
+
+
+def test_a_refused_login_is_dropped_from_the_store(
+    sandbox: Sandbox, brokers: list[rsauth.Broker]
+) -> None:
+    for broker in brokers:
+        broker.connect(workgroup=sandbox.workgroup).close()
+    assert get_credentials(sandbox) == 1
+    sandbox.expire_passwords()
+    for broker in brokers:
+        with broker.connect(workgroup=sandbox.workgroup) as connection:
+            assert current_user(connection) == "IAM:sandbox-admin"
+    # One fresh login for all three: the first refusal replaced the store's entry.
+    assert get_credentials(sandbox) == 2
+
+
+def test_secret_logins_are_shared(sandbox: Sandbox, brokers: list[rsauth.Broker]) -> None:
+    for broker in brokers:
+        with broker.connect(workgroup=sandbox.workgroup, method="secret") as connection:
+            assert current_user(connection) == "admin"
+    assert sandbox.calls().get("secretsmanager.GetSecretValue", 0) == 1
+
+
+def test_threads_and_brokers_fetch_once(sandbox: Sandbox, brokers: list[rsauth.Broker]) -> None:
+    errors: list[BaseException] = []
+
+    def work(broker: rsauth.Broker) -> None:
+        try:
+            broker.credentials(workgroup=sandbox.workgroup)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in brokers for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert get_credentials(sandbox) == 1
+
+
+# -- identities and integrity -----------------------------------------------------------
+
+
+def test_two_identities_never_share(sandbox: Sandbox, redis_server: RedisServer) -> None:
+    reader, writer = make_role("fleet-reader"), make_role("fleet-writer")
+    with rsauth.Broker(shared_cache=shared(redis_server)) as a, rsauth.Broker(
+        shared_cache=shared(redis_server)
+    ) as b:
+        for broker in (a, b):
+            for role, user in ((reader, "IAMR:fleet-reader"), (writer, "IAMR:fleet-writer")):
+                with broker.connect(workgroup=sandbox.workgroup, role_arn=role) as connection:
+                    assert current_user(connection) == user
+    assert get_credentials(sandbox) == 2
+    assert len(entry_keys(redis_server)) == 2
+
+
+def test_a_copied_entry_is_rejected(
+    sandbox: Sandbox, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = make_role("fleet-reader"), make_role("fleet-writer")
+    with rsauth.Broker(shared_cache=shared(redis_server)) as first:
+        first.credentials(workgroup=sandbox.workgroup, role_arn=reader)
+        [reader_key] = entry_keys(redis_server)
+        first.credentials(workgroup=sandbox.workgroup, role_arn=writer)
+    [writer_key] = [k for k in entry_keys(redis_server) if k != reader_key]
+    client = redis_server.client()
+    # Someone with write access to the store puts the reader's entry under the writer's key.
+    client.set(writer_key, client.get(reader_key), px=client.pttl(reader_key))
+    before = get_credentials(sandbox)
+    with rsauth.Broker(shared_cache=shared(redis_server)) as second, second.connect(
+        workgroup=sandbox.workgroup, role_arn=writer
+    ) as connection:
+        assert current_user(connection) == "IAMR:fleet-writer"
+    assert get_credentials(sandbox) == before + 1
+    assert any("was rejected" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_tampered_entry_is_rejected(sandbox: Sandbox, redis_server: RedisServer) -> None:
+    with rsauth.Broker(shared_cache=shared(redis_server)) as first:
+        first.credentials(workgroup=sandbox.workgroup)
+    [key] = entry_keys(redis_server)
+    client = redis_server.client()
+    blob = bytearray(client.get(key))
+    blob[-20] ^= 0x01
+    client.set(key, bytes(blob), px=client.pttl(key))
+    with rsauth.Broker(shared_cache=shared(redis_server)) as second:
+        assert second.credentials(workgroup=sandbox.workgroup).user == "IAM:sandbox-admin"
+    assert get_credentials(sandbox) == 2
+
+
+def test_another_fleet_key_cannot_read_entries(
+    sandbox: Sandbox, redis_server: RedisServer
+) -> None:
+    with rsauth.Broker(shared_cache=shared(redis_server)) as first:
+        first.credentials(workgroup=sandbox.workgroup)
+    other = shared(redis_server, fleet_key=bytes(range(1, 33)))
+    with rsauth.Broker(shared_cache=other) as second:
+        second.credentials(workgroup=sandbox.workgroup)
+    # A different key also means a different store key (HMAC): a second entry, not a clash.
+    assert get_credentials(sandbox) == 2
+    assert len(entry_keys(redis_server)) == 2
+
+
+def test_entries_expire_with_the_login(sandbox: Sandbox, redis_server: RedisServer) -> None:
+    with rsauth.Broker(shared_cache=shared(redis_server)) as broker:
+        credentials = broker.credentials(workgroup=sandbox.workgroup)
+    [key] = entry_keys(redis_server)
+    left = redis_server.client().pttl(key) / 1000
+    assert credentials.expires_in is not None
+    assert abs(left - credentials.expires_in) < 3
+    assert left <= 900
+
+
+def test_kms_mode_shares_within_an_identity_only(
+    sandbox: Sandbox, redis_server: RedisServer
+) -> None:
+    key_id = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]["KeyId"]
+    reader, writer = make_role("fleet-reader"), make_role("fleet-writer")
+
+    def cache() -> rsauth.RedisCache:
+        return rsauth.RedisCache(redis_server.url, kms_key_id=key_id)
+
+    with rsauth.Broker(shared_cache=cache()) as a, rsauth.Broker(shared_cache=cache()) as b:
+        for broker in (a, b):
+            for role, user in ((reader, "IAMR:fleet-reader"), (writer, "IAMR:fleet-writer")):
+                with broker.connect(workgroup=sandbox.workgroup, role_arn=role) as connection:
+                    assert current_user(connection) == user
+        stats = b.stats()
+    assert get_credentials(sandbox) == 2
+    calls = sandbox.calls()
+    assert calls.get("kms.GenerateDataKey", 0) == 2  # one data key per identity
+    assert calls.get("kms.Decrypt", 0) == 2  # b opened one entry of each identity
+    assert stats.get("kms.Decrypt", 0) == 2
+    client = redis_server.client()
+    [reader_key, writer_key] = entry_keys(redis_server)
+    client.set(writer_key, client.get(reader_key), px=client.pttl(reader_key))
+    with rsauth.Broker(shared_cache=cache()) as c:
+        users = {
+            c.credentials(workgroup=sandbox.workgroup, role_arn=role).user
+            for role in (reader, writer)
+        }
+    assert users == {"IAMR:fleet-reader", "IAMR:fleet-writer"}
+
+
+# -- the store down or slow -------------------------------------------------------------
+
+
+def test_store_down_falls_back_with_one_warning(
+    sandbox: Sandbox, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox.set_credential_lifetime(2)
+    try:
+        with rsauth.Broker(shared_cache=shared(redis_server, retry_after=0.2)) as broker:
+            broker.connect(workgroup=sandbox.workgroup).close()
+            redis_server.stop()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with broker.connect(workgroup=sandbox.workgroup) as connection:
+                    assert current_user(connection) == "IAM:sandbox-admin"
+                time.sleep(0.1)
+    finally:
+        sandbox.set_credential_lifetime(None)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "shared cache" in r.msg]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "is not answering" in warnings[0].getMessage()
+    assert get_credentials(sandbox) >= 3  # it went on fetching by itself
+
+
+def test_a_silent_store_costs_one_timeout(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as silent:
+        # Accepts connections (the kernel's backlog) and never answers.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        cache = rsauth.RedisCache(url, fleet_key=FLEET_KEY, timeout=0.2, retry_after=30)
+        with rsauth.Broker(shared_cache=cache) as broker:
+            started = time.monotonic()
+            broker.credentials(workgroup=sandbox.workgroup)
+            first = time.monotonic() - started
+            broker.invalidate()
+            started = time.monotonic()
+            broker.credentials(workgroup=sandbox.workgroup)
+            second = time.monotonic() - started
+    assert first < 2.0
+    assert second < first  # the store is skipped while it is taken to be down
+    assert sum("is not answering" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
+    acl = (
+        "user default off\n"
+        "user rsauth on >fleet-acl-password ~rsauth:* "
+        # The ACL docs/fleet.md gives: nothing but rsauth's keys and commands.
+        "+get +set +pttl +evalsha +script|load +client|setname\n"
+    )
+    server = RedisServer(redis_binary, config=acl).start()
+    try:
+        url = f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
+        cache = rsauth.RedisCache(url, fleet_key=FLEET_KEY)
+        assert "fleet-acl-password" not in repr(cache)
+        with rsauth.Broker(shared_cache=cache) as a, rsauth.Broker(
+            shared_cache=rsauth.RedisCache(url, fleet_key=FLEET_KEY)
+        ) as b:
+            a.credentials(workgroup=sandbox.workgroup)
+            b.credentials(workgroup=sandbox.workgroup)
+        assert get_credentials(sandbox) == 1
+    finally:
+        server.cleanup()
+
+
+def test_debug_lines_hold_no_entry(
+    sandbox: Sandbox, brokers: list[rsauth.Broker], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rsauth")
+    for broker in brokers:
+        broker.credentials(workgroup=sandbox.workgroup)
+    # The autouse scan checks passwords; entries are binary: no rsauth record carries bytes.
+    ours = [r for r in caplog.records if r.name == "rsauth"]
+    assert any("shared cache" in r.getMessage() for r in ours)
+    for record in ours:
+        args = record.args if isinstance(record.args, tuple) else ()
+        assert not any(isinstance(arg, bytes | bytearray) for arg in args)

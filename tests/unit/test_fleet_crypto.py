@@ -1,0 +1,185 @@
+"""Fleet mode's pure logic: bindings, key derivation, the envelope, key modes (no servers)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from rsauth import ConfigurationError
+from rsauth._fleet._crypto import (
+    FORMAT_VERSION,
+    IDENTITY_CONTEXT,
+    Binding,
+    EntryRejected,
+    FleetKey,
+    KmsKey,
+    derive,
+    normalise_identity,
+    parse_fleet_key,
+)
+
+KEY = bytes(range(32))
+BINDING = Binding(
+    identity="arn:aws:iam::123456789012:role/etl",
+    region="eu-west-1",
+    workgroup="analytics",
+    custom_domain=None,
+    database="dev",
+    method="iam",
+    duration=900,
+    role_arn="arn:aws:iam::123456789012:role/etl",
+    db_roles=("analyst",),
+    secret_id=None,
+)
+CHANGED: dict[str, Any] = {
+    "identity": "arn:aws:iam::123456789012:role/other",
+    "region": "us-east-1",
+    "workgroup": "reporting",
+    "custom_domain": "db.example.com",
+    "database": "prod",
+    "method": "superuser",
+    "duration": 3600,
+    "role_arn": "arn:aws:iam::123456789012:role/other",
+    "db_roles": ("analyst", "etl"),
+    "secret_id": "app/login",
+}
+
+
+def no_kms() -> Any:
+    raise AssertionError("fleet-key mode never calls KMS")
+
+
+def test_every_field_is_bound() -> None:
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(Binding)}
+    sealer = FleetKey(KEY)
+    blob = sealer.seal(BINDING, b"login", no_kms)
+    assert sealer.open(BINDING, blob, no_kms) == b"login"
+    for name, value in CHANGED.items():
+        other = dataclasses.replace(BINDING, **{name: value})
+        assert other.canonical() != BINDING.canonical()
+        assert sealer.store_key(other) != sealer.store_key(BINDING)
+        with pytest.raises(EntryRejected, match="authentication failed"):
+            sealer.open(other, blob, no_kms)
+
+
+def test_canonical_binding_is_stable_sorted_json() -> None:
+    document = json.loads(BINDING.canonical())
+    assert document["v"] == FORMAT_VERSION
+    assert document["db_roles"] == ["analyst"]
+    assert BINDING.canonical() == dataclasses.replace(BINDING).canonical()
+    assert list(document) == sorted(document)
+
+
+def test_envelope_layout_and_tampering() -> None:
+    sealer = FleetKey(KEY)
+    blob = sealer.seal(BINDING, b"secret login", no_kms)
+    assert blob[0] == FORMAT_VERSION
+    assert blob[1:2] == b"F"
+    assert blob[2:4] == b"\x00\x00"
+    assert len(blob) == 4 + 12 + len(b"secret login") + 16
+    assert b"secret login" not in blob
+    for index in range(len(blob)):
+        tampered = bytearray(blob)
+        tampered[index] ^= 0x80
+        with pytest.raises(EntryRejected):
+            sealer.open(BINDING, bytes(tampered), no_kms)
+    with pytest.raises(EntryRejected, match="too short"):
+        sealer.open(BINDING, b"\x01", no_kms)
+    with pytest.raises(EntryRejected, match="truncated"):
+        sealer.open(BINDING, blob[:20], no_kms)
+    # Two seals of the same login differ (a fresh nonce each time).
+    assert sealer.seal(BINDING, b"secret login", no_kms) != blob
+
+
+def test_another_fleet_key_cannot_open() -> None:
+    blob = FleetKey(KEY).seal(BINDING, b"login", no_kms)
+    with pytest.raises(EntryRejected):
+        FleetKey(bytes(range(1, 33))).open(BINDING, blob, no_kms)
+
+
+def test_key_derivation() -> None:
+    assert derive(KEY, "a") == derive(KEY, "a")
+    assert derive(KEY, "a") != derive(KEY, "b")
+    assert derive(KEY, "a") != derive(bytes(range(1, 33)), "a")
+    assert len(derive(KEY, "a")) == 32
+    # The store key is an HMAC under a subkey: not the binding, not a plain hash of it.
+    store_key = FleetKey(KEY).store_key(BINDING)
+    assert len(store_key) == 64
+    assert "etl" not in store_key
+    assert store_key != KmsKey("alias/x").store_key(BINDING)
+
+
+def test_fleet_key_parsing() -> None:
+    assert parse_fleet_key(KEY, source="k") == KEY
+    assert parse_fleet_key(base64.b64encode(KEY).decode(), source="k") == KEY
+    assert parse_fleet_key(base64.urlsafe_b64encode(KEY).decode().rstrip("="), source="k") == KEY
+    assert parse_fleet_key(KEY.hex(), source="k") == KEY
+    with pytest.raises(ConfigurationError, match="at least 32"):
+        parse_fleet_key(b"short", source="k")
+    with pytest.raises(ConfigurationError, match="neither base64 nor hex"):
+        parse_fleet_key("not a key!", source="k")
+
+
+@pytest.mark.parametrize(
+    ("arn", "identity"),
+    [
+        (
+            "arn:aws:sts::123456789012:assumed-role/etl/rsauth-41-1700000000",
+            "arn:aws:iam::123456789012:role/etl",
+        ),
+        (
+            "arn:aws-us-gov:sts::123456789012:assumed-role/etl/i-0abc",
+            "arn:aws-us-gov:iam::123456789012:role/etl",
+        ),
+        ("arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/alice"),
+    ],
+)
+def test_sessions_of_one_role_are_one_identity(arn: str, identity: str) -> None:
+    assert normalise_identity(arn) == identity
+
+
+class FakeKms:
+    """Pure logic only: a data key per call, unwrapped only with the same context."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._keys: dict[bytes, tuple[bytes, dict[str, str]]] = {}
+
+    def generate_data_key(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("GenerateDataKey")
+        assert kwargs["KeySpec"] == "AES_256"
+        wrapped = f"wrapped-{len(self._keys)}".encode()
+        plaintext = bytes([len(self._keys)]) * 32
+        self._keys[wrapped] = (plaintext, kwargs["EncryptionContext"])
+        return {"Plaintext": plaintext, "CiphertextBlob": wrapped}
+
+    def decrypt(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("Decrypt")
+        plaintext, context = self._keys[kwargs["CiphertextBlob"]]
+        if context != kwargs["EncryptionContext"]:
+            raise PermissionError("InvalidCiphertextException")
+        return {"Plaintext": plaintext}
+
+
+def test_kms_mode_binds_the_data_key_to_the_identity() -> None:
+    kms = FakeKms()
+    writer, reader = KmsKey("alias/rsauth"), KmsKey("alias/rsauth")
+    blob = writer.seal(BINDING, b"login", lambda: kms)
+    assert blob[1:2] == b"K"
+    context = kms._keys[b"wrapped-0"][1]
+    assert context[IDENTITY_CONTEXT] == BINDING.identity
+    assert reader.open(BINDING, blob, lambda: kms) == b"login"
+    assert reader.open(BINDING, blob, lambda: kms) == b"login"
+    assert kms.calls == ["GenerateDataKey", "Decrypt"]  # data keys are remembered
+    other = dataclasses.replace(BINDING, identity="arn:aws:iam::123456789012:role/other")
+    with pytest.raises(EntryRejected, match="KMS did not unwrap"):
+        KmsKey("alias/rsauth").open(other, blob, lambda: kms)
+    # One data key per identity while it is fresh.
+    writer.seal(BINDING, b"again", lambda: kms)
+    assert kms.calls.count("GenerateDataKey") == 1
+    with pytest.raises(EntryRejected, match="another key mode"):
+        FleetKey(KEY).open(BINDING, blob, no_kms)
