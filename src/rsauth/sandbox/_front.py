@@ -573,6 +573,11 @@ class Front:
                 await asyncio.sleep(0.05)
                 continue
             self._count("connections")
+            # As PostgreSQL does: the relay writes one message at a time, and with Nagle's
+            # algorithm each small write after the first would wait for the client's
+            # delayed ACK (40 ms) — twice on a connection's first query.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Drawn here, in accept order, so a seeded fraction repeats run to run.
             plan = self.faults.draw()
             task = loop.create_task(self._handle(sock, f"{address[0]}", plan))
