@@ -267,6 +267,10 @@ class Broker:
         self._aws_memo: LRUCache[tuple[Any, ...], _Aws] = LRUCache(maxsize=256)
         # Logins whose superuser status was checked; weak, so they leave with the cache.
         self._verified: weakref.WeakSet[Login] = weakref.WeakSet()
+        # The Credentials last assembled from each login (weak: they leave with the login).
+        self._assembled: weakref.WeakKeyDictionary[
+            Login, tuple[tuple[Any, ...], Credentials]
+        ] = weakref.WeakKeyDictionary()
         self._verified_lock = threading.Lock()
 
     # -- public API -------------------------------------------------------
@@ -298,7 +302,7 @@ class Broker:
         kwargs = with_tls(check_driver_kwargs(driver_kwargs, SETTING_NAMES))
         if not kwargs.get("application_name"):
             kwargs["application_name"] = calling_module()
-        call = self._prepare(**given_settings(locals()))
+        call = self._resolve_call(given_settings(locals()))
         connection, _ = self._connect(call, kwargs)
         return connection
 
@@ -326,7 +330,7 @@ class Broker:
         With ``method="superuser"`` a login not yet verified is checked by
         connecting once (then closed); not a superuser → NotSuperuserError.
         """
-        call = self._prepare(**given_settings(locals()))
+        call = self._resolve_call(given_settings(locals()))
         if call.options.method == "superuser":
             login = self._login(call)
             if not self._is_verified(login):
@@ -425,6 +429,9 @@ class Broker:
         return self._environ if self._environ is not None else PROCESS_ENVIRON
 
     def _prepare(self, **arguments: Any) -> _Call:
+        return self._resolve_call(arguments)
+
+    def _resolve_call(self, arguments: Mapping[str, Any]) -> _Call:
         if self._closed:
             raise ConfigurationError("this Broker is closed; create a new one")
         options = resolve(arguments, self._env)
@@ -625,17 +632,27 @@ class Broker:
 
     def _assemble(self, call: _Call, login: Login) -> Credentials:
         host, port = self._address(call, login)
-        return Credentials(
+        database = call.options.database or login.database or DEFAULT_DATABASE
+        where = (host, port, database, call.options.workgroup)
+        # The same login at the same place gives the same frozen value: hand that out again.
+        with self._verified_lock:
+            seen = self._assembled.get(login)
+        if seen is not None and seen[0] == where:
+            return seen[1]
+        credentials = Credentials(
             user=login.user,
             password=login.password,
             host=host,
             port=port,
-            database=call.options.database or login.database or DEFAULT_DATABASE,
+            database=database,
             workgroup=call.options.workgroup,
             method=login.method,
             expires_at=login.expires_at,
             _clock=self._clock,
         )
+        with self._verified_lock:
+            self._assembled[login] = (where, credentials)
+        return credentials
 
     # -- connecting -------------------------------------------------------
 

@@ -250,9 +250,10 @@ _RESOLVED_LOCK = threading.Lock()
 
 
 def given_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The login settings among a function's ``locals()``: entry points that spell out
-    every keyword (for typing and help) forward them with this in one line."""
-    return {name: namespace[name] for name in SETTING_NAMES}
+    """The login settings given among a function's ``locals()`` (``None``: not given):
+    entry points that spell out every keyword (for typing and help) forward them
+    with this in one line."""
+    return {name: value for name in SETTING_NAMES if (value := namespace[name]) is not None}
 
 
 def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:
