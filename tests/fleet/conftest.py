@@ -9,7 +9,6 @@ loopback port, in a temporary directory, without persistence.
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import socket
 import subprocess
@@ -22,8 +21,7 @@ from typing import Any
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "fleet.json"
-_FIGURES: list[dict[str, Any]] = []
+from tests.figures import FigureBook
 
 # A fixed throwaway fleet key for the tests (32 bytes, base64).
 FLEET_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -137,33 +135,12 @@ def fleet_scale(request: pytest.FixtureRequest) -> FleetScale:
     return FleetScale(soak=False, workers=32, lifetime=4.0, lifetimes=3)
 
 
-class Figures:
-    def __init__(self, scenario: str) -> None:
-        self.scenario = scenario
-        self.values: dict[str, Any] = {}
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
-    recorded = Figures(request.node.name)
-    start = time.monotonic()
-    yield recorded
-    recorded["wall_seconds"] = round(time.monotonic() - start, 2)
-    _FIGURES.append({"scenario": recorded.scenario, **recorded.values})
+BOOK = FigureBook("fleet figures", "fleet.json")
+figures = pytest.fixture(name="figures")(BOOK.record)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _FIGURES:
-        return
-    terminalreporter.section("fleet figures")
-    for entry in _FIGURES:
-        values = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "scenario")
-        terminalreporter.write_line(f"{entry['scenario']}: {values}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(_FIGURES, indent=2) + "\n")
+    BOOK.report(terminalreporter)
 
 
 def entry_keys(server: RedisServer) -> list[bytes]:

@@ -6,18 +6,13 @@ written to ``bench/results/reliability.json``.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.json"
-_FIGURES: list[dict[str, Any]] = []
+from tests.figures import FigureBook
 
 
 @dataclass(frozen=True)
@@ -50,30 +45,9 @@ def scale(request: pytest.FixtureRequest) -> Scale:
     return Scale(soak=False, threads=8, connects_per_thread=25, seconds=8.0)
 
 
-class Figures:
-    def __init__(self, scenario: str) -> None:
-        self.scenario = scenario
-        self.values: dict[str, Any] = {}
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
-    recorded = Figures(request.node.name)
-    start = time.monotonic()
-    yield recorded
-    recorded["wall_seconds"] = round(time.monotonic() - start, 2)
-    _FIGURES.append({"scenario": recorded.scenario, **recorded.values})
+BOOK = FigureBook("reliability figures", "reliability.json")
+figures = pytest.fixture(name="figures")(BOOK.record)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _FIGURES:
-        return
-    terminalreporter.section("reliability figures")
-    for entry in _FIGURES:
-        values = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "scenario")
-        terminalreporter.write_line(f"{entry['scenario']}: {values}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(_FIGURES, indent=2) + "\n")
+    BOOK.report(terminalreporter)

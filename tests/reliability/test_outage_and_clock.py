@@ -12,7 +12,7 @@ from botocore.config import Config
 
 import rsauth
 from rsauth.sandbox import Sandbox
-from tests.reliability.conftest import Figures
+from tests.figures import Figures
 
 
 class ShiftedClock:

@@ -11,7 +11,8 @@ import pytest
 import rsauth
 from rsauth.sandbox import Sandbox
 from tests.conftest import secrets_of
-from tests.reliability.conftest import Figures, Scale
+from tests.figures import Figures
+from tests.reliability.conftest import Scale
 
 
 def test_no_torn_or_expired_credential_is_handed_out(

@@ -12,7 +12,8 @@ import pytest
 
 import rsauth
 from rsauth.sandbox import Sandbox
-from tests.reliability.conftest import Figures, Scale
+from tests.figures import Figures
+from tests.reliability.conftest import Scale
 
 pytestmark = pytest.mark.slow
 

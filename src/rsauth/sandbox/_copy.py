@@ -59,6 +59,7 @@ from rsauth.sandbox._pgwire import (
     PgError,
     ProtocolViolation,
     cstr,
+    data_row,
     error_fields,
     message,
     parse_error,
@@ -290,21 +291,6 @@ def _row_description(body: bytes) -> list[ResultColumn]:
         offset += 18
         columns.append(ResultColumn(name.decode(), type_oid, modifier))
     return columns
-
-
-def _data_row(body: bytes) -> list[str | None]:
-    count = _INT16.unpack_from(body)[0]
-    offset = 2
-    values: list[str | None] = []
-    for _ in range(count):
-        size = _INT32.unpack_from(body, offset)[0]
-        offset += 4
-        if size < 0:
-            values.append(None)
-        else:
-            values.append(body[offset : offset + size].decode())
-            offset += size
-    return values
 
 
 def _decode_parameter(data: bytes, fmt: int, oid: int) -> str:
@@ -763,7 +749,7 @@ class CopySession:
             if kind == b"T":
                 columns = _row_description(body)
             elif kind == b"D":
-                rows.append(_data_row(body))
+                rows.append(list(data_row(body)))
             elif kind == b"E":
                 raise PgError(parse_error(body))
             elif kind in (b"C", b"I"):

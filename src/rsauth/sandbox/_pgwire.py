@@ -119,7 +119,8 @@ def _row_description(body: bytes) -> list[str]:
     return names
 
 
-def _data_row(body: bytes) -> tuple[str | None, ...]:
+def data_row(body: bytes) -> tuple[str | None, ...]:
+    """The values of a DataRow ('D') message, as text (None for NULL)."""
     count = struct.unpack_from("!h", body)[0]
     values: list[str | None] = []
     offset = 2
@@ -163,7 +164,7 @@ class AdminSession:
             if kind == b"T":
                 columns = _row_description(body)
             elif kind == b"D":
-                rows.append(_data_row(body))
+                rows.append(data_row(body))
             elif kind == b"E":
                 error = PgError(parse_error(body))
                 if error.fields.get("V", error.fields.get("S")) == "FATAL":
