@@ -45,10 +45,12 @@ soak: $(STAMP) redis
 	$(BIN)/pytest tests/reliability --soak -q
 	$(BIN)/pytest tests/fleet --soak -q
 
-# rsauth against redshift_connector's IAM path and the static-password floor;
-# prints a table and writes bench/results/latest.json. Not part of make test.
-bench: $(STAMP)
+# rsauth against redshift_connector's IAM path and the static-password floor (prints a
+# table, writes bench/results/latest.json), then the fleet of worker processes with and
+# without the shared tier (bench/results/fleet.json). Not part of make test.
+bench: $(STAMP) redis
 	$(BIN)/python bench/run.py
+	$(BIN)/pytest tests/fleet/test_fleet.py -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
