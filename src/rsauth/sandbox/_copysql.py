@@ -449,6 +449,20 @@ def _unsupported(what: str) -> SqlError:
     return SqlError(_UNSUPPORTED.format(what=what), "0A000")
 
 
+
+# COPY options that take no value: the keyword and the statement field it turns on.
+_COPY_FLAGS = {
+    "manifest": "manifest",
+    "emptyasnull": "empty_as_null",
+    "blanksasnull": "blanks_as_null",
+    "ignoreblanklines": "ignore_blank_lines",
+    "removequotes": "remove_quotes",
+    "escape": "escape",
+    "fillrecord": "fill_record",
+    "trimblanks": "trim_blanks",
+    "noload": "noload",
+}
+
 def parse_copy(sql: str) -> CopyStatement:
     p = _Parser(sql)
     p.expect_word("copy")
@@ -503,26 +517,10 @@ def parse_copy(sql: str) -> CopyStatement:
             stmt.compression = name
         elif name in ("lzop", "zstd"):
             raise _unsupported(f"{name.upper()} compression")
-        elif name == "manifest":
-            stmt.manifest = True
+        elif name in _COPY_FLAGS:
+            setattr(stmt, _COPY_FLAGS[name], True)
         elif name in ("encrypted", "master_symmetric_key"):
             raise _unsupported("client-side encryption (ENCRYPTED, MASTER_SYMMETRIC_KEY)")
-        elif name == "emptyasnull":
-            stmt.empty_as_null = True
-        elif name == "blanksasnull":
-            stmt.blanks_as_null = True
-        elif name == "ignoreblanklines":
-            stmt.ignore_blank_lines = True
-        elif name == "removequotes":
-            stmt.remove_quotes = True
-        elif name == "escape":
-            stmt.escape = True
-        elif name == "fillrecord":
-            stmt.fill_record = True
-        elif name == "trimblanks":
-            stmt.trim_blanks = True
-        elif name == "noload":
-            stmt.noload = True
         elif name == "acceptinvchars":
             p.optional_as()
             nxt = p.peek()
