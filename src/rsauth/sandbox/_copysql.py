@@ -13,6 +13,7 @@ execution.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # A statement needs the slow path when it starts with COPY or UNLOAD, or mentions S3 or
@@ -382,6 +383,26 @@ class _Parser:
                 return columns
             self.expect_punct(",")
 
+    def options(
+        self, auth: Authorization, formats: tuple[str, ...]
+    ) -> Iterator[tuple[str, Token]]:
+        """The option keywords up to the end of the statement, with their tokens (for errors).
+
+        Authorization clauses met on the way are read into ``auth``;
+        ``FORMAT [AS] x`` yields ``x`` (one of ``formats``).
+        """
+        while not self.at_end():
+            if self.authorization(auth):
+                continue
+            word = self.next()
+            if word.kind != "word":
+                raise self.error(word)
+            if word.text == "format":
+                self.optional_as()
+                yield self.expect_word(*formats), word
+            else:
+                yield word.text, word
+
     def authorization(self, auth: Authorization) -> bool:
         """One authorization clause, if the next token starts one."""
         if self.word("iam_role"):
@@ -476,16 +497,8 @@ def parse_copy(sql: str) -> CopyStatement:
         scheme = token.text.split("://", 1)[0] if "://" in token.text else "a file"
         raise _unsupported(f"COPY from {scheme}: only Amazon S3 (s3://) sources")
     stmt = CopyStatement(table, table_name, columns, token.text, Authorization())
-    while not p.at_end():
-        if p.authorization(stmt.auth):
-            continue
-        word = p.next()
-        if word.kind != "word":
-            raise p.error(word)
-        name = word.text
-        if name == "format":
-            p.optional_as()
-            name = p.expect_word("csv", "json", "parquet", "avro", "orc", "fixedwidth", "shapefile")
+    formats = ("csv", "json", "parquet", "avro", "orc", "fixedwidth", "shapefile")
+    for name, word in p.options(stmt.auth, formats):
         if name == "csv":
             stmt.format = "csv"
             if p.word("quote"):
@@ -551,16 +564,7 @@ def parse_unload(sql: str) -> UnloadStatement:
     if not target.startswith("s3://"):
         raise SqlError(f"Invalid S3 location: {target}", "XX000")
     stmt = UnloadStatement(query, target, Authorization())
-    while not p.at_end():
-        if p.authorization(stmt.auth):
-            continue
-        word = p.next()
-        if word.kind != "word":
-            raise p.error(word)
-        name = word.text
-        if name == "format":
-            p.optional_as()
-            name = p.expect_word("csv", "json", "parquet")
+    for name, word in p.options(stmt.auth, ("csv", "json", "parquet")):
         if name in ("csv", "json", "parquet"):
             stmt.format = name
         elif name == "partition":
