@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rsauth._api import default_broker
-from rsauth._config import SETTING_NAMES
+from rsauth._config import SETTING_NAMES, given_settings
 from rsauth._driver import check_driver_kwargs
 from rsauth._errors import ConfigurationError
 
@@ -81,23 +81,7 @@ def create_engine(
             "connections itself; pass rsauth options (workgroup=, method=, ...) instead"
         )
     driver_kwargs = check_driver_kwargs(connect_args or {}, SETTING_NAMES)
-    options: dict[str, Any] = {
-        "workgroup": workgroup,
-        "custom_domain": custom_domain,
-        "database": database,
-        "method": method,
-        "duration": duration,
-        "secret_id": secret_id,
-        "role_arn": role_arn,
-        "db_roles": db_roles,
-        "user": user,
-        "password": password,
-        "host": host,
-        "port": port,
-        "region": region,
-        "profile": profile,
-        "fallback": fallback,
-    }
+    options = given_settings(locals())
 
     def creator() -> Connection:
         chosen = broker if broker is not None else default_broker()
