@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import os
 import threading
 import time
 import weakref
@@ -67,6 +66,7 @@ from rsauth._errors import (
     RsauthError,
 )
 from rsauth._fleet import RedisCache, request_for, shared_cache_from_environ
+from rsauth._fork import reset_in_child
 from rsauth._sessions import SessionKey, Sessions
 from rsauth._sources import AwsContext, Login
 from rsauth._sources.iam import IamSource
@@ -244,7 +244,7 @@ class Broker:
             shared_cache_from_environ(self._env)
         )
         self._start()
-        _BROKERS.add(self)
+        reset_in_child(self)
 
     def _start(self) -> None:
         # Guards the counters only.
@@ -798,16 +798,3 @@ def _same_login(a: Login, b: Login) -> bool:
 
 def _login_of(credentials: Credentials) -> Login:
     return Login(user=credentials.user, password=credentials.password, method=credentials.method)
-
-
-# Every live Broker, so a forked child can empty them all.
-_BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
-
-
-def _reset_brokers_in_child() -> None:
-    for broker in list(_BROKERS):
-        broker._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_brokers_in_child)

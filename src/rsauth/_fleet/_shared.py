@@ -47,6 +47,7 @@ from rsauth._fleet._crypto import (
     parse_fleet_key,
 )
 from rsauth._fleet._store import Store, StoreUnavailable, redact_url
+from rsauth._fork import reset_in_child
 from rsauth._sources import Login
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class RedisCache:
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
         self._start()
-        _CACHES.add(self)
+        reset_in_child(self)
 
     def _start(self) -> None:
         # Guards the identity, provenance and rejection maps.
@@ -444,16 +445,3 @@ def shared_cache_from_environ(environ: Mapping[str, str]) -> RedisCache | None:
     if not environ.get(URL_ENV):
         return None
     return RedisCache(environ=environ)
-
-
-# Every RedisCache, so a forked child starts with its own locks and connections.
-_CACHES: weakref.WeakSet[RedisCache] = weakref.WeakSet()
-
-
-def _reset_in_child() -> None:
-    for cache in list(_CACHES):
-        cache._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_in_child)
