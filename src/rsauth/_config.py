@@ -416,9 +416,9 @@ class ProcessEnviron(Mapping[str, str]):
         if data is None:
             return tuple(os.environ.get(name) for name in names)
         encoded = self._encoded
-        if len(encoded) < len(names) or any(name not in encoded for name in names):
-            for name in names:
-                self.get(name)
+        for name in names:
+            if name not in encoded:
+                encoded[name] = os.environ.encodekey(name)
         return tuple([data.get(encoded[name]) for name in names])
 
 
