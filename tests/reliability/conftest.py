@@ -22,7 +22,6 @@ class Scale:
     soak: bool
     threads: int
     connects_per_thread: int
-    seconds: float
 
     def describe(self) -> str:
         return f"{self.threads} threads x {self.connects_per_thread} connects"
@@ -41,8 +40,8 @@ def _lighter_driver_logs_at_soak_scale(
 @pytest.fixture(scope="session")
 def scale(request: pytest.FixtureRequest) -> Scale:
     if request.config.getoption("--soak"):
-        return Scale(soak=True, threads=32, connects_per_thread=300, seconds=60.0)
-    return Scale(soak=False, threads=8, connects_per_thread=25, seconds=8.0)
+        return Scale(soak=True, threads=32, connects_per_thread=300)
+    return Scale(soak=False, threads=8, connects_per_thread=25)
 
 
 BOOK = FigureBook("reliability figures", "reliability.json")

@@ -52,7 +52,14 @@ def test_no_torn_or_expired_credential_is_handed_out(
         threads.append(threading.Thread(target=invalidator))
         for thread in threads:
             thread.start()
-        time.sleep(scale.seconds)
+        # Run through several lifetimes and many invalidations, however fast the machine is.
+        lifetimes = 3 if not scale.soak else 15
+        give_up = time.monotonic() + 300  # a deadlock guard, not a timing check
+        while time.monotonic() < give_up and not (
+            invalidations >= 20 * lifetimes
+            and sandbox.calls().get("redshift-serverless.GetCredentials", 0) >= lifetimes
+        ):
+            stop.wait(0.1)
         stop.set()
         for thread in threads:
             thread.join(60)
@@ -76,6 +83,7 @@ def test_no_torn_or_expired_credential_is_handed_out(
     figures["invalidations"] = invalidations
     figures["problems"] = len(problems)
     assert handed_out
+    assert figures.values["distinct_logins"] >= lifetimes, "the run crossed several lifetimes"
     assert not problems, problems[:5]
 
 
