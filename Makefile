@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak bench lint typecheck pytest sandbox build clean redis
+.PHONY: demo test soak bench lint typecheck pytest sandbox build clean parts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,40 +17,53 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The fleet-mode tests (tests/fleet) run a real redis-server. When it is missing, install
-# Debian's package if apt-get is here and we may use it; otherwise say so, and pytest skips
-# those tests with the reason.
-redis:
-	@if command -v redis-server >/dev/null 2>&1; then :; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "installing redis-server (Debian package) for the fleet-mode tests"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends redis-server >/dev/null) \
-		|| echo "redis-server could not be installed: the fleet-mode tests will be skipped"; \
+# The real parts the tests meet besides the sandbox: redis-server (fleet mode) and psql
+# (the CLI and proxy tests). Missing ones come from Debian's packages: installed with
+# apt-get as root, else downloaded and unpacked into .venv/parts without root. Under
+# CI=true a test whose part is missing fails; it is never skipped quietly.
+PARTS     := $(VENV)/parts
+PARTS_ENV := PATH="$(CURDIR)/$(PARTS)/usr/bin:$(CURDIR)/$(PARTS)/usr/lib/postgresql/15/bin:$$PATH" \
+	LD_LIBRARY_PATH="$(CURDIR)/$(PARTS)/usr/lib/x86_64-linux-gnu:$(CURDIR)/$(PARTS)/usr/lib/aarch64-linux-gnu"
+
+parts: | $(BIN)/python
+	@need=""; \
+	command -v redis-server >/dev/null 2>&1 || [ -x $(PARTS)/usr/bin/redis-server ] || need="$$need redis-server"; \
+	command -v psql >/dev/null 2>&1 || [ -e $(PARTS)/usr/bin/psql ] || need="$$need postgresql-client"; \
+	if [ -z "$$need" ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "missing:$$need (no apt-get here): install them, or the tests that need them fail"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$need (Debian packages) for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$need >/dev/null; \
 	else \
-		echo "redis-server not found (installing it needs apt-get as root): the fleet-mode tests will be skipped"; \
+		echo "unpacking$$need (Debian packages) into $(PARTS) for the tests"; \
+		mkdir -p $(PARTS)/debs && cd $(PARTS)/debs && \
+		apt-get download $$need redis-tools libjemalloc2 liblzf1 libpq5 postgresql-client-15 \
+			postgresql-client-common >/dev/null 2>&1; \
+		for deb in *.deb; do dpkg -x "$$deb" ..; done; \
 	fi
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
-test: $(STAMP) redis
+test: $(STAMP) parts
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(PARTS_ENV) $(BIN)/pytest
 
 # The reliability scenarios at soak scale (32 threads x 300 connects, longer runs);
 # figures are printed and written to bench/results/reliability.json.
-soak: $(STAMP) redis
-	$(BIN)/pytest tests/reliability --soak -q
-	$(BIN)/pytest tests/fleet --soak -q
+soak: $(STAMP) parts
+	$(PARTS_ENV) $(BIN)/pytest tests/reliability --soak -q
+	$(PARTS_ENV) $(BIN)/pytest tests/fleet --soak -q
 
 # rsauth against redshift_connector's IAM path and the static-password floor (prints a
 # table, writes bench/results/latest.json), then the fleet of worker processes with and
 # without the shared tier (bench/results/fleet.json). Not part of make test.
-bench: $(STAMP) redis
-	$(BIN)/python bench/run.py
-	$(BIN)/pytest tests/fleet/test_fleet.py -q
+bench: $(STAMP) parts
+	$(PARTS_ENV) $(BIN)/python bench/run.py
+	$(PARTS_ENV) $(BIN)/pytest tests/fleet/test_fleet.py -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
@@ -58,8 +71,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) redis
-	$(BIN)/pytest
+pytest: $(STAMP) parts
+	$(PARTS_ENV) $(BIN)/pytest
 
 sandbox: $(STAMP)
 	$(BIN)/python -m rsauth.sandbox

@@ -18,6 +18,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Read once at import: the per-test environment is cleaned, CI's own variable with it.
+_IN_CI = os.environ.get("CI", "").lower() in ("1", "true")
+
 # Variables that would point boto3, redshift_connector or rsauth somewhere else.
 _ENV_PREFIXES = ("AWS_", "RSAUTH_", "SSL_CERT_", "PG")
 
@@ -86,3 +89,29 @@ def assert_no_secret_in(records: list[logging.LogRecord], sb: Sandbox) -> None:
             text += logging.Formatter().formatException(record.exc_info)
         leaked = [secret for secret in secrets if secret in text]
         assert not leaked, f"a secret appears in a log record of {record.name}: {record.msg!r}"
+
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under ``CI=true`` a skip is a failure: every real part a test needs (PostgreSQL,
+    redis-server, psql, pyarrow, psycopg) is installed by ``make test``, so a missing
+    one is a broken build, not a reason to pass quietly."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not hasattr(report, "wasxfail"):
+        _fail_skip_in_ci(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module skipped at import (``pytest.importorskip``)."""
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())  # type: ignore[attr-defined]
+
+
+def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if report.skipped and _IN_CI:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every part must be present: {reason}"
