@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 import rsauth
 from rsauth.sandbox import Sandbox
 
@@ -56,3 +58,18 @@ def test_the_secret_is_read_again_after_its_refresh_interval(sandbox: Sandbox) -
         broker.connect(workgroup=sandbox.workgroup, method="secret").close()
         broker.connect(workgroup=sandbox.workgroup, method="secret").close()
         assert calls(sandbox, "secretsmanager.GetSecretValue") == 2
+
+
+def test_the_endpoint_is_dropped_when_connecting_to_it_fails_for_good(sandbox: Sandbox) -> None:
+    with rsauth.Broker() as broker:
+        broker.connect(workgroup=sandbox.workgroup).close()
+        assert calls(sandbox, "redshift-serverless.GetWorkgroup") == 1
+
+        # Every attempt is reset at the network level: the endpoint may have moved.
+        sandbox.front_fault("reset_after_accept", count=100)
+        with pytest.raises(rsauth.ConnectError):
+            broker.connect(workgroup=sandbox.workgroup)
+        sandbox.reset()  # the faults end; the call counts start again from zero
+
+        broker.connect(workgroup=sandbox.workgroup).close()
+        assert calls(sandbox, "redshift-serverless.GetWorkgroup") == 1
