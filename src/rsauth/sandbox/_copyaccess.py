@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth.sandbox._copy import NamespaceRoles, S3Error
-from rsauth.sandbox._moto import INTERNAL_AGENT, MotoBridge
+from rsauth.sandbox._moto import INTERNAL_AGENT, INTERNAL_KEY_ID, INTERNAL_SECRET, MotoBridge
 
 if TYPE_CHECKING:
     from rsauth.sandbox._plane import ControlPlane
@@ -106,8 +106,8 @@ class SandboxCopyAccess:
         with self._lock:
             if self._s3 is None:
                 self._s3 = boto3.session.Session(
-                    aws_access_key_id="AKIASANDBOXINTERNAL0",
-                    aws_secret_access_key="sandbox-internal",
+                    aws_access_key_id=INTERNAL_KEY_ID,
+                    aws_secret_access_key=INTERNAL_SECRET,
                     region_name=self.moto.region,
                 ).client(
                     "s3",
