@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import socket
 import threading
@@ -16,17 +14,10 @@ import pytest
 
 import rsauth
 from rsauth.sandbox import Sandbox
+from tests._iam import make_role
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
 ACCOUNT = "123456789012"
-
-
-def make_role(name: str) -> str:
-    iam = boto3.client("iam")
-    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
 
 
 def current_user(connection: Any) -> str:
