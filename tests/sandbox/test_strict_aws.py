@@ -37,7 +37,12 @@ _SIGNATURE_MISMATCH = (
 
 
 def client(service: str, credentials: dict[str, str] | None = None) -> Any:
-    session = boto3.session.Session(**(credentials or {}))
+    given = credentials or {}
+    session = boto3.session.Session(
+        aws_access_key_id=given.get("aws_access_key_id"),
+        aws_secret_access_key=given.get("aws_secret_access_key"),
+        aws_session_token=given.get("aws_session_token"),
+    )
     return session.client(service, config=_ONE_ATTEMPT)  # type: ignore[call-overload]
 
 
