@@ -49,6 +49,7 @@ class Authenticated:
     region: str
     service: str
     internal: bool
+    protocol: str
 
 
 # redshift-serverless operations and the resource type each is authorized on.
@@ -110,7 +111,12 @@ class Gate:
         except AuthFailure as failure:
             raise auth_error(_protocol(environ), failure.kind, failure.detail) from None
         return Authenticated(
-            signed.access_key_id, key.arn, signed.region, signed.service, key.internal
+            signed.access_key_id,
+            key.arn,
+            signed.region,
+            signed.service,
+            key.internal,
+            protocol_of(signed.service, environ),
         )
 
     # -- authorization --------------------------------------------------------------------
@@ -147,7 +153,7 @@ class Gate:
         """Raise the service's AccessDenied when the caller's policies refuse this call."""
         if caller.internal or not self.enforce_iam:
             return
-        protocol = _protocol(environ)
+        protocol = caller.protocol
         if caller.service == "sts" and operation == "AssumeRole":
             self._authorize_assume_role(caller, protocol, body)
             return

@@ -50,6 +50,7 @@ class MotoBridge:
         self._clients: dict[str, Any] = {}
         # Temporary keys never change once issued: remembered after the first search.
         self._session_keys: dict[str, SigningKey] = {}
+        self._iam_sts: tuple[Any, Any] | None = None
 
     def _client(self, service: str) -> Any:
         with self._lock:
@@ -85,10 +86,14 @@ class MotoBridge:
     # -- identities -------------------------------------------------------------------
 
     def _backends(self) -> tuple[Any, Any]:
-        from moto.iam.models import iam_backends
-        from moto.sts.models import sts_backends
+        if self._iam_sts is None:
+            from moto.iam.models import iam_backends
+            from moto.sts.models import sts_backends
 
-        return iam_backends[self.account_id]["aws"], sts_backends[self.account_id]["aws"]
+            self._iam_sts = (
+                iam_backends[self.account_id]["aws"], sts_backends[self.account_id]["aws"]
+            )
+        return self._iam_sts
 
     def principal_arn(self, access_key_id: str) -> str | None:
         """The ARN moto knows this access key as, or None for an unknown key."""

@@ -14,6 +14,7 @@ Failures are :class:`AuthFailure` with a protocol-neutral ``kind``;
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import hmac
 import posixpath
@@ -30,6 +31,7 @@ _AUTHORIZATION = re.compile(
     r"SignedHeaders=(?P<headers>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]{64})\s*$"
 )
 _HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
+_AMZ_DATE_FORM = re.compile(r"^\d{8}T\d{6}Z$")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 # Payload hashes S3 accepts in place of a digest of the body
 # (https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html).
@@ -232,14 +234,21 @@ def canonical_request(environ: dict[str, Any], body: bytes, signed: Signed) -> s
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    # A day's key per secret, region and service: derived once, as clients do.
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
 def signature(secret: str, signed: Signed, canonical: str) -> str:
     scope = f"{signed.date}/{signed.region}/{signed.service}/aws4_request"
     to_sign = "\n".join(
         [_ALGORITHM, signed.amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
     )
-    key = ("AWS4" + secret).encode()
-    for part in (signed.date, signed.region, signed.service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    key = _signing_key(secret, signed.date, signed.region, signed.service)
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
@@ -248,10 +257,11 @@ def _stamp(seconds: float) -> str:
 
 
 def _check_time(signed: Signed, now: float) -> None:
-    try:
-        when = float(calendar.timegm(time.strptime(signed.amz_date, _AMZ_DATE)))
-    except ValueError:
-        raise AuthFailure("malformed") from None
+    stamp = signed.amz_date
+    if not _AMZ_DATE_FORM.match(stamp):
+        raise AuthFailure("malformed")
+    fields = (stamp[0:4], stamp[4:6], stamp[6:8], stamp[9:11], stamp[11:13], stamp[13:15])
+    when = float(calendar.timegm(tuple(int(f) for f in fields)))
     if signed.presigned:
         if signed.expires_in is not None and now > when + signed.expires_in:
             raise AuthFailure("expired_url")
