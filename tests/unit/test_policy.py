@@ -121,3 +121,37 @@ def test_trust_needs_the_action_for_the_principal() -> None:
     assert trust(document, ROLE.replace("app", "other") + "x", "sts:TagSession")[0] is (
         Decision.IMPLICIT_DENY
     )
+
+
+def test_the_gate_answers_copy_and_unload_checks_from_moto() -> None:
+    # What the sandbox's COPY/UNLOAD code asks: may Redshift assume the role, may the
+    # role read the object (s3:GetObject on arn:aws:s3:::bucket/key,
+    # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html).
+    import threading
+
+    import boto3
+    import moto
+
+    from rsauth.sandbox._access import Gate
+    from rsauth.sandbox._moto import MotoBridge
+
+    class Plane:
+        account_id = "123456789012"
+        _lock = threading.Lock()
+
+    with moto.mock_aws():
+        iam = boto3.client("iam", region_name="us-east-1")
+        trust_doc = policy({"Effect": "Allow", "Principal": {"Service": "redshift.amazonaws.com"},
+                            "Action": "sts:AssumeRole"})
+        arn = iam.create_role(RoleName="loader", AssumeRolePolicyDocument=trust_doc)["Role"]["Arn"]
+        iam.put_role_policy(RoleName="loader", PolicyName="s3", PolicyDocument=policy(
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::in/*"}))
+        bridge = MotoBridge("123456789012", "us-east-1")
+        gate = Gate(bridge, Plane())  # type: ignore[arg-type]
+        assert gate.is_allowed(arn, "s3:GetObject", "arn:aws:s3:::in/a.csv")
+        assert not gate.is_allowed(arn, "s3:GetObject", "arn:aws:s3:::out/a.csv")
+        assert gate.role_trusts(arn, "redshift.amazonaws.com")
+        assert not gate.role_trusts(arn, USER)
+        assert not gate.role_trusts(arn.replace("loader", "missing"), "redshift.amazonaws.com")
+        loose = Gate(bridge, Plane(), enforce_iam=False)  # type: ignore[arg-type]
+        assert loose.is_allowed(arn, "s3:GetObject", "arn:aws:s3:::out/a.csv")

@@ -25,15 +25,18 @@ from rsauth.sandbox._copy import NamespaceRoles, S3Error
 from rsauth.sandbox._moto import INTERNAL_AGENT, INTERNAL_KEY_ID, INTERNAL_SECRET, MotoBridge
 
 if TYPE_CHECKING:
+    from rsauth.sandbox._access import Gate
     from rsauth.sandbox._plane import ControlPlane
 
 
 class SandboxCopyAccess:
     """The :class:`rsauth.sandbox._copy.CopyBackend` of a running sandbox."""
 
-    def __init__(self, plane: ControlPlane, moto: MotoBridge) -> None:
+    def __init__(self, plane: ControlPlane, moto: MotoBridge, gate: Gate | None = None) -> None:
         self.plane = plane
         self.moto = moto
+        # The endpoint's IAM evaluation: gate.is_allowed(role, "s3:GetObject", arn), role_trusts.
+        self.gate = gate
         # Guards the lazily created S3 client, shared by the front's threads.
         self._lock = threading.Lock()
         self._s3: Any = None
