@@ -526,3 +526,40 @@ def test_with_evaluation_off_a_policy_less_user_gets_through(
     assert refusal(lambda: client("sts", wrong).get_caller_identity())[0] == (
         "SignatureDoesNotMatch"
     )
+
+
+def test_the_foreground_sandbox_enforces_policies_made_through_iam(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rsauth.sandbox"], stdout=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").strip().partition("=")
+                monkeypatch.setenv(key, value.strip("'"))
+            if "Ctrl-C" in line:
+                break
+        # boto3's default session keeps the keys it first read: those of another sandbox.
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        name = unique("foreground-user")
+        keys = make_user(name)
+        rs = client("redshift-serverless", keys)
+        code, _, _ = refusal(lambda: rs.get_credentials(workgroupName="default-workgroup"))
+        assert code == "AccessDeniedException"
+        client("iam").put_user_policy(
+            UserName=name, PolicyName="login",
+            PolicyDocument=document(allow("redshift-serverless:GetCredentials", "*")),
+        )
+        assert rs.get_credentials(workgroupName="default-workgroup")["dbUser"] == f"IAM:{name}"
+    finally:
+        process.terminate()
+        process.wait(60)
+        process.stdout.close()
