@@ -257,6 +257,19 @@ def test_an_identity_policy_allows_exactly_what_it_names(sandbox: Sandbox, secre
     )
 
 
+def test_a_secret_named_by_name_is_decided_on_its_full_arn(sandbox: Sandbox, secret: str) -> None:
+    # Secrets Manager authorizes on the secret's ARN, with its 6-character suffix, however
+    # the request names it (https://docs.aws.amazon.com/secretsmanager/latest/userguide/reference_iam-permissions.html).
+    name = secret.rsplit(":", 1)[1][:-7]
+    keys = make_user(unique("strict-byname"), allow(
+        "secretsmanager:GetSecretValue",
+        f"arn:aws:secretsmanager:{sandbox.region}:{ACCOUNT}:secret:{name}-??????",
+    ))
+    sm = client("secretsmanager", keys)
+    assert sm.get_secret_value(SecretId=name)["ARN"] == secret
+    assert sm.get_secret_value(SecretId=secret.rsplit("-", 1)[0])["ARN"] == secret
+
+
 def test_a_user_without_policies_is_refused(sandbox: Sandbox, secret: str) -> None:
     # GetCredentials is decided on the workgroup's ARN
     # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonredshiftserverless.html).

@@ -250,21 +250,21 @@ class Gate:
         return "*"
 
     def _secret_arn(self, region: str, secret_id: str) -> str:
-        if secret_id.startswith("arn:"):
-            return secret_id
+        """The full ARN of a secret named by name, ARN or partial ARN, if it exists."""
         from moto.secretsmanager.models import secretsmanager_backends
 
-        store = secretsmanager_backends[self.plane.account_id][region].secrets
-        found = store.get(secret_id)
-        if found is not None:
-            return str(found.arn)
+        with contextlib.suppress(Exception):  # an unknown region or secret: named as given
+            found = secretsmanager_backends[self.plane.account_id][region].secrets.get(secret_id)
+            if found is not None:
+                return str(found.arn)
+        if secret_id.startswith("arn:"):
+            return secret_id
         return f"arn:aws:secretsmanager:{region}:{self.plane.account_id}:secret:{secret_id}"
 
     def _key_arn(self, region: str, body: dict[str, Any]) -> str:
         from moto.kms.models import kms_backends
         from moto.kms.utils import _deserialize_ciphertext_blob
 
-        backend = kms_backends[self.plane.account_id][region]
         key_id = body.get("KeyId")
         if not key_id and body.get("CiphertextBlob"):
             try:
@@ -274,6 +274,7 @@ class Gate:
                 key_id = None
         if key_id:
             with contextlib.suppress(Exception):  # unknown: moto answers NotFoundException
+                backend = kms_backends[self.plane.account_id][region]
                 return str(backend.describe_key(str(key_id)).arn)
         return f"arn:aws:kms:{region}:{self.plane.account_id}:key/*"
 
