@@ -227,6 +227,14 @@ def test_presigned_s3_urls_are_verified(sandbox: Sandbox) -> None:
         urllib.request.urlopen(tampered)  # noqa: S310 - the sandbox, on loopback
     assert caught.value.code == 403
     assert b"<Code>SignatureDoesNotMatch</Code>" in caught.value.read()
+    short = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "a b.txt"}, ExpiresIn=60
+    )
+    sandbox.set_aws_clock_offset(120)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(short)  # noqa: S310 - the sandbox, on loopback
+    assert caught.value.code == 403
+    assert b"<Message>Request has expired</Message>" in caught.value.read()
 
 
 # --------------------------------------------------------------------------- identity policies

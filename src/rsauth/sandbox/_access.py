@@ -109,7 +109,7 @@ class Gate:
         try:
             signed, key = verify(environ, body, self.moto.signing_key, self.now())
         except AuthFailure as failure:
-            raise auth_error(_protocol(environ), failure.kind, failure.detail) from None
+            raise auth_error(request_protocol(environ), failure.kind, failure.detail) from None
         return Authenticated(
             signed.access_key_id,
             key.arn,
@@ -279,7 +279,8 @@ class Gate:
         return f"arn:aws:kms:{region}:{self.plane.account_id}:key/*"
 
 
-def _protocol(environ: dict[str, Any]) -> str:
+def request_protocol(environ: dict[str, Any]) -> str:
+    """The protocol whose error shape answers this request, from its signature's scope."""
     try:
         signed = scope_of(environ)
     except AuthFailure:

@@ -1,7 +1,8 @@
 """The AWS side of the sandbox: ``redshift-serverless`` over AWS JSON 1.1, the rest moto.
 
-One WSGI application answers every AWS endpoint. It reads the SigV4 credential
-scope of each request to learn the service, answers ``redshift-serverless``
+One WSGI application answers every AWS endpoint. It authenticates each
+request and decides it by IAM policy (:mod:`rsauth.sandbox._access`), learns
+the service from the signature's scope, answers ``redshift-serverless``
 itself, records the session tags of STS ``AssumeRole`` (moto drops them), and
 hands everything else to moto's own server application. It counts calls per
 ``service.Operation`` and applies the control-plane faults.
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.etree import ElementTree
 
-from rsauth.sandbox._access import Authenticated, Gate
+from rsauth.sandbox._access import Authenticated, Gate, request_protocol
 from rsauth.sandbox._errors import ApiError, error_response, json_response, protocol_of
 from rsauth.sandbox._faults import PlaneFaults
 from rsauth.sandbox._identity import database_user
@@ -41,7 +42,6 @@ _NAME = re.compile(r"^[a-z0-9-]{3,64}$")
 _DOMAIN = re.compile(
     r"^(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])$"
 )
-_SCOPE = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
 _DB_ROLE_TAG = "RedshiftDbRoles"
 
 
@@ -475,10 +475,7 @@ class AwsApplication:
         try:
             caller = self.gate.authenticate(environ, body)
         except ApiError as error:
-            scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-            return error_response(
-                start_response, error, protocol_of(scope.group(3) if scope else "", environ)
-            )
+            return error_response(start_response, error, request_protocol(environ))
         service = caller.service
         operation = _operation_name(service, environ, body)
         if not caller.internal:
