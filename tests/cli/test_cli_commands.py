@@ -17,6 +17,7 @@ import pytest
 
 from rsauth._cli import main
 from rsauth.sandbox import Sandbox
+from tests._iam import make_role
 from tests.cli.conftest import Cli
 from tests.conftest import secrets_of
 
@@ -342,13 +343,8 @@ def test_whoami(cli: Cli, sandbox: Sandbox) -> None:
 
 
 def test_whoami_as_a_role_is_not_a_superuser(cli: Cli, sandbox: Sandbox) -> None:
-    import boto3
-
-    iam = boto3.client("iam")
     name = "cli-whoami"
-    if name not in {role["RoleName"] for role in iam.list_roles()["Roles"]}:
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")
-    role = f"arn:aws:iam::{sandbox.account_id}:role/{name}"
+    role = make_role(name)
     result = cli("whoami", "--role-arn", role)
     assert result.returncode == 0, result.stderr
     assert f"assumed-role/{name}/" in result.stdout

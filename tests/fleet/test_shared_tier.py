@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import socket
 import threading
@@ -16,17 +14,10 @@ import pytest
 
 import rsauth
 from rsauth.sandbox import Sandbox
+from tests._iam import LOGIN_ACTIONS, WORKGROUPS, allow, make_role
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
 ACCOUNT = "123456789012"
-
-
-def make_role(name: str) -> str:
-    iam = boto3.client("iam")
-    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
 
 
 def current_user(connection: Any) -> str:
@@ -209,8 +200,14 @@ def test_entries_expire_with_the_login(sandbox: Sandbox, redis_server: RedisServ
 def test_kms_mode_shares_within_an_identity_only(
     sandbox: Sandbox, redis_server: RedisServer
 ) -> None:
-    key_id = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]["KeyId"]
-    reader, writer = make_role("fleet-reader"), make_role("fleet-writer")
+    key = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]
+    key_id = key["KeyId"]
+    # Each identity seals and opens its own entries with its own session (docs/fleet.md).
+    may = (
+        allow(LOGIN_ACTIONS, WORKGROUPS),
+        allow(["kms:GenerateDataKey", "kms:Decrypt"], key["Arn"]),
+    )
+    reader, writer = make_role("fleet-reader", *may), make_role("fleet-writer", *may)
 
     def cache() -> rsauth.RedisCache:
         return rsauth.RedisCache(redis_server.url, kms_key_id=key_id)

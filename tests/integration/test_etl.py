@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 import redshift_connector
+from tests._iam import allow, make_role
 
 import rsauth
 from rsauth import etl
@@ -61,10 +62,13 @@ def set_roles(sb: Sandbox, roles: list[str], default: str | None) -> None:
 @pytest.fixture
 def world(sandbox: Sandbox) -> Iterator[None]:
     """The loader role (associated, the default), a bucket; the namespace restored after."""
-    iam = boto3.client("iam")
+    # Both may read, write and list the test bucket, as COPY and UNLOAD need.
+    reach = allow(
+        ("s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject"),
+        [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+    )
     for arn in (LOADER, STRANGER):
-        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=_trust())
+        make_role(arn.rsplit("/", 1)[1], reach, trust_policy=_trust())
     s3 = boto3.client("s3")
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)

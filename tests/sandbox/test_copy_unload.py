@@ -21,6 +21,7 @@ import boto3
 import pytest
 import redshift_connector
 from redshift_connector.error import ProgrammingError
+from tests._iam import allow, make_role, make_user
 
 from rsauth.sandbox import Sandbox
 
@@ -34,6 +35,7 @@ ACCOUNT = "123456789012"
 LOADER = f"arn:aws:iam::{ACCOUNT}:role/copy-loader"  # associated, the default
 READER = f"arn:aws:iam::{ACCOUNT}:role/copy-reader"  # associated, trusts the loader
 STRANGER = f"arn:aws:iam::{ACCOUNT}:role/copy-stranger"  # not associated, trusts nobody
+S3_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject")
 LOAD_FAILED = "Load into table '{}' failed.  Check 'stl_load_errors' system table for details."
 
 CATEGORY = (
@@ -79,9 +81,10 @@ def _world(sandbox_session: Sandbox) -> Iterator[None]:
     plane = session.client(
         "redshift-serverless", endpoint_url=env["AWS_ENDPOINT_URL_REDSHIFT_SERVERLESS"]
     )
+    # Each role may read, write and list the test bucket, as COPY and UNLOAD need.
+    reach = allow(S3_ACTIONS, [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"])
     for arn, trust in ((LOADER, _trust()), (READER, _trust(LOADER)), (STRANGER, _trust())):
-        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=trust)
+        make_role(arn.rsplit("/", 1)[1], reach, trust_policy=trust, iam=iam)
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
     before = plane.get_namespace(namespaceName=sandbox_session.namespace)["namespace"]
@@ -474,10 +477,11 @@ def test_no_default_role_is_refused(db: Any, sandbox: Sandbox, s3: Any, prefix: 
 
 
 def test_access_keys_in_the_statement(db: Any, sandbox: Sandbox, s3: Any, prefix: str) -> None:
-    iam = boto3.client("iam")
     user = f"copy-keys-{uuid.uuid4().hex[:6]}"
-    iam.create_user(UserName=user)
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    reach = allow(S3_ACTIONS, [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"])
+    keys = make_user(user, reach)
+    key = {"AccessKeyId": keys["aws_access_key_id"],
+           "SecretAccessKey": keys["aws_secret_access_key"]}
     put(s3, f"{prefix}data/listings_pipe.txt", "1|x\n")
     listing = table(db, "create table {t} (id int, v varchar(5))")
     run(db, doc("""copy listing

@@ -5,7 +5,6 @@ These tests do not use rsauth's broker: they check the stand-in itself.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ import boto3
 import pytest
 import redshift_connector
 from redshift_connector.error import InterfaceError
+from tests._iam import make_role
 
 from rsauth.sandbox import Sandbox
 
@@ -46,10 +46,7 @@ def scalar(connection: Any, sql: str) -> Any:
 
 
 def assumed_role_keys(role: str, tags: dict[str, str] | None = None) -> dict[str, str]:
-    iam = boto3.client("iam")
-    policy = json.dumps({"Version": "2012-10-17"})
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=role, AssumeRolePolicyDocument=policy)
+    make_role(role)
     extra: dict[str, Any] = {}
     if tags:
         extra["Tags"] = [{"Key": key, "Value": value} for key, value in tags.items()]

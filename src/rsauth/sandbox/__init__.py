@@ -35,10 +35,18 @@ class Sandbox:
     ``start()``/``stop()`` or ``with Sandbox() as sb``. Everything it starts
     stops with it: on ``stop()``, on an exception, on Ctrl-C, and when this
     process dies (the child watches its stdin).
+
+    Every AWS call is authenticated by its SigV4 signature, and IAM policies
+    (identity-based and roles' trust policies) decide the calls listed in
+    docs/sandbox.md; ``enforce_iam=False`` turns policy evaluation off
+    (signatures are still verified).
     """
 
-    def __init__(self, *, seed: int | None = None, startup_timeout: float = 120.0) -> None:
+    def __init__(
+        self, *, seed: int | None = None, startup_timeout: float = 120.0, enforce_iam: bool = True
+    ) -> None:
         self.seed = seed
+        self.enforce_iam = enforce_iam
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[str] | None = None
         self._facts: dict[str, Any] = {}
@@ -53,6 +61,8 @@ class Sandbox:
         args = [sys.executable, "-m", "rsauth.sandbox", "--child"]
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
+        if not self.enforce_iam:
+            args.append("--no-enforce-iam")
         self._process = subprocess.Popen(
             args,
             stdin=subprocess.PIPE,
@@ -282,6 +292,13 @@ class Sandbox:
     def set_credential_lifetime(self, seconds: float | None) -> None:
         """Issue passwords living ``seconds`` (sandbox only; Redshift's minimum is 900 s)."""
         self._call("set_credential_lifetime", seconds=seconds)
+
+    def set_aws_clock_offset(self, seconds: float) -> None:
+        """Run the AWS endpoint's clock ``seconds`` ahead of this machine's (negative: behind).
+
+        For tests of clock skew and of expired temporary credentials; ``reset()`` sets it to 0.
+        """
+        self._call("set_aws_clock_offset", seconds=seconds)
 
     def begin_rotation(self, secret_id: str | None = None) -> str:
         """Start rotating a secret (default: the admin secret): new AWSPENDING version,

@@ -37,6 +37,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level of the sandbox's own messages (default: WARNING)",
     )
+    parser.add_argument(
+        "--no-enforce-iam",
+        dest="enforce_iam",
+        action="store_false",
+        help="do not evaluate IAM policies (signatures are still verified); by default "
+        "identity-based and trust policies decide calls as on AWS",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = SandboxServer(seed=args.seed)
+    server = SandboxServer(seed=args.seed, enforce_iam=args.enforce_iam)
     try:
         server.start()
         facts = server.describe()

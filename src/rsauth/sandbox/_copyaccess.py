@@ -22,18 +22,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth.sandbox._copy import NamespaceRoles, S3Error
-from rsauth.sandbox._moto import INTERNAL_AGENT, MotoBridge
+from rsauth.sandbox._moto import INTERNAL_AGENT, INTERNAL_KEY_ID, INTERNAL_SECRET, MotoBridge
 
 if TYPE_CHECKING:
+    from rsauth.sandbox._access import Gate
     from rsauth.sandbox._plane import ControlPlane
 
 
 class SandboxCopyAccess:
     """The :class:`rsauth.sandbox._copy.CopyBackend` of a running sandbox."""
 
-    def __init__(self, plane: ControlPlane, moto: MotoBridge) -> None:
+    def __init__(self, plane: ControlPlane, moto: MotoBridge, gate: Gate | None = None) -> None:
         self.plane = plane
         self.moto = moto
+        # The endpoint's IAM evaluation: gate.is_allowed(role, "s3:GetObject", arn), role_trusts.
+        self.gate = gate
         # Guards the lazily created S3 client, shared by the front's threads.
         self._lock = threading.Lock()
         self._s3: Any = None
@@ -106,8 +109,8 @@ class SandboxCopyAccess:
         with self._lock:
             if self._s3 is None:
                 self._s3 = boto3.session.Session(
-                    aws_access_key_id="AKIASANDBOXINTERNAL0",
-                    aws_secret_access_key="sandbox-internal",
+                    aws_access_key_id=INTERNAL_KEY_ID,
+                    aws_secret_access_key=INTERNAL_SECRET,
                     region_name=self.moto.region,
                 ).client(
                     "s3",

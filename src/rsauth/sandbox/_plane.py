@@ -1,7 +1,8 @@
 """The AWS side of the sandbox: ``redshift-serverless`` over AWS JSON 1.1, the rest moto.
 
-One WSGI application answers every AWS endpoint. It reads the SigV4 credential
-scope of each request to learn the service, answers ``redshift-serverless``
+One WSGI application answers every AWS endpoint. It authenticates each
+request and decides it by IAM policy (:mod:`rsauth.sandbox._access`), learns
+the service from the signature's scope, answers ``redshift-serverless``
 itself, records the session tags of STS ``AssumeRole`` (moto drops them), and
 hands everything else to moto's own server application. It counts calls per
 ``service.Operation`` and applies the control-plane faults.
@@ -25,10 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.etree import ElementTree
 
+from rsauth.sandbox._access import Authenticated, Gate, request_protocol
 from rsauth.sandbox._errors import ApiError, error_response, json_response, protocol_of
 from rsauth.sandbox._faults import PlaneFaults
 from rsauth.sandbox._identity import database_user
-from rsauth.sandbox._moto import INTERNAL_AGENT, MotoBridge
+from rsauth.sandbox._moto import MotoBridge
 from rsauth.sandbox._passwords import IssuedPassword, PasswordStore
 
 log = logging.getLogger("rsauth.sandbox")
@@ -40,7 +42,6 @@ _NAME = re.compile(r"^[a-z0-9-]{3,64}$")
 _DOMAIN = re.compile(
     r"^(((?!-)[A-Za-z0-9-]{0,62}[A-Za-z0-9])\.)+((?!-)[A-Za-z0-9-]{1,62}[A-Za-z0-9])$"
 )
-_SCOPE = re.compile(r"Credential=([^/,\s]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
 _DB_ROLE_TAG = "RedshiftDbRoles"
 
 
@@ -415,14 +416,17 @@ class ControlPlane:
 
     # -- dispatch ---------------------------------------------------------------------
 
-    def dispatch(self, operation: str, access_key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def dispatch(
+        self, operation: str, access_key_id: str, body: dict[str, Any], *, arn: str | None = None
+    ) -> dict[str, Any]:
+        """Run one operation; ``arn`` is the caller when the endpoint already authenticated it."""
         handler = self._operations.get(operation)
         if handler is None:
             raise ApiError(
                 "UnknownOperationException",
                 f"The sandbox does not implement RedshiftServerless.{operation}.",
             )
-        return handler(Caller(access_key_id, self.caller_arn(access_key_id)), body)
+        return handler(Caller(access_key_id, arn or self.caller_arn(access_key_id)), body)
 
 
 def _ident(name: str) -> str:
@@ -459,27 +463,31 @@ def _operation_name(service: str, environ: dict[str, Any], body: bytes) -> str:
 class AwsApplication:
     """The WSGI application behind every ``AWS_ENDPOINT_URL_*`` of the sandbox."""
 
-    def __init__(self, plane: ControlPlane, moto_app: WsgiApp) -> None:
+    def __init__(self, plane: ControlPlane, moto_app: WsgiApp, gate: Gate) -> None:
         self.plane = plane
         self.moto_app = moto_app
+        self.gate = gate
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = BytesIO(body)
-        scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-        access_key_id, service = (scope.group(1), scope.group(3)) if scope else ("", "")
-        internal = INTERNAL_AGENT in environ.get("HTTP_USER_AGENT", "")
+        try:
+            caller = self.gate.authenticate(environ, body)
+        except ApiError as error:
+            return error_response(start_response, error, request_protocol(environ))
+        service = caller.service
         operation = _operation_name(service, environ, body)
-        if not internal:
+        if not caller.internal:
             with self.plane._lock:
                 self.plane.calls[f"{service or 'unknown'}.{operation}"] += 1
             try:
                 self.plane.faults.before_call(service, operation)
+                self.gate.authorize(caller, operation, environ, body)
             except ApiError as error:
                 return error_response(start_response, error, protocol_of(service, environ))
         if service == "redshift-serverless":
-            return self._serverless(start_response, access_key_id, operation, body)
+            return self._serverless(start_response, caller, operation, body)
         if service == "secretsmanager" and operation == "GetSecretValue":
             environ = _pin_current_stage(environ, body)
         if service == "sts" and operation == "AssumeRole":
@@ -487,13 +495,15 @@ class AwsApplication:
         return self.moto_app(environ, start_response)
 
     def _serverless(
-        self, start_response: StartResponse, access_key_id: str, operation: str, body: bytes
+        self, start_response: StartResponse, caller: Authenticated, operation: str, body: bytes
     ) -> list[bytes]:
         try:
             request = json.loads(body or b"{}")
             if not isinstance(request, dict):
                 raise ApiError("SerializationException", "The request body must be a JSON object.")
-            result = self.plane.dispatch(operation, access_key_id, request)
+            result = self.plane.dispatch(
+                operation, caller.access_key_id, request, arn=caller.arn
+            )
         except ApiError as error:
             return error_response(start_response, error)
         except json.JSONDecodeError:

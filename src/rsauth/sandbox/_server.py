@@ -19,6 +19,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from rsauth.sandbox._access import Gate
 from rsauth.sandbox._copy import CopyUnload
 from rsauth.sandbox._copyaccess import SandboxCopyAccess
 from rsauth.sandbox._errors import ApiError
@@ -87,16 +88,20 @@ class _Http:
 class SandboxServer:
     """Every part of one sandbox, started in order and stopped in reverse."""
 
-    def __init__(self, *, workdir: Path | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, *, workdir: Path | None = None, seed: int | None = None, enforce_iam: bool = True
+    ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rsauth-sandbox-"))
         self.seed = seed
+        self.enforce_iam = enforce_iam
         self.passwords = PasswordStore()
         self.plane_faults = PlaneFaults(seed=seed)
         self.moto = MotoBridge(ACCOUNT_ID, REGION)
         self.postgres: PostgresServer | None = None
         self.front: Front | None = None
         self.plane: ControlPlane | None = None
+        self.gate: Gate | None = None
         self.aws: _Http | None = None
         self.admin: _Http | None = None
         self.creator_keys: tuple[str, str] = ("", "")
@@ -136,11 +141,14 @@ class SandboxServer:
             database=self._sql,
             faults=self.plane_faults,
         )
-        self.aws = _Http(AwsApplication(self.plane, moto_wsgi_app()))
+        self.gate = Gate(self.moto, self.plane, enforce_iam=self.enforce_iam)
+        self.aws = _Http(AwsApplication(self.plane, moto_wsgi_app(), self.gate))
         self.aws.start()
         self.moto.endpoint_url = self.aws_url
         # COPY/UNLOAD on the wire front reach S3, IAM and the namespaces through this.
-        self.front.copy_unload = CopyUnload(SandboxCopyAccess(self.plane, self.moto))
+        self.front.copy_unload = CopyUnload(
+            SandboxCopyAccess(self.plane, self.moto, self.gate)
+        )
         self._bootstrap()
         self.admin = _Http(AdminApplication(self))
         self.admin.start()
@@ -171,6 +179,14 @@ class SandboxServer:
         """A new account with default settings: one namespace, one workgroup, one admin."""
         assert self.plane is not None
         arn, key_id, secret = self.moto.create_user_with_keys(CREATOR_USER)
+        # The account's administrator: every action on every resource. Roles'
+        # trust and permission policies still apply to it, as on AWS.
+        self.moto.iam.put_user_policy(
+            UserName=CREATOR_USER, PolicyName="AdministratorAccess", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         self.creator_keys = (key_id, secret)
         caller = Caller(key_id, arn)
         self.plane.create_namespace(
@@ -244,6 +260,7 @@ class SandboxServer:
             "database": DATABASE,
             "admin_user": ADMIN_USER,
             "creator_user": CREATOR_USER,
+            "enforce_iam": self.enforce_iam,
             "postgres": self.postgres.version(),
         }
 
@@ -372,6 +389,17 @@ class SandboxServer:
     def plane_stats(self) -> dict[str, Any]:
         return {"injected": dict(self.plane_faults.injected)}
 
+    # the AWS endpoint's clock
+
+    def set_aws_clock_offset(self, seconds: float) -> None:
+        """Run the AWS endpoint's clock ``seconds`` ahead of this machine's (negative: behind).
+
+        Signatures older or newer than the endpoint's time by more than AWS
+        allows are refused, and temporary credentials expire by this clock.
+        """
+        assert self.gate is not None
+        self.gate.set_clock_offset(seconds)
+
     # credentials
 
     def expire_passwords(self, user: str | None = None) -> int:
@@ -438,6 +466,8 @@ class SandboxServer:
         self.reset_calls()
         self.front.reset()
         self.plane.lifetime_override = None
+        assert self.gate is not None
+        self.gate.set_clock_offset(0.0)
         with self._outage_lock:
             if self._outage_timer is not None:
                 self._outage_timer.cancel()
@@ -475,6 +505,7 @@ class AdminApplication:
             "set_workgroup_status": server.set_workgroup_status,
             "expire_passwords": server.expire_passwords,
             "set_credential_lifetime": server.set_credential_lifetime,
+            "set_aws_clock_offset": server.set_aws_clock_offset,
             "begin_rotation": server.begin_rotation,
             "finish_rotation": server.finish_rotation,
             "rotate_secret": server.rotate_secret,
