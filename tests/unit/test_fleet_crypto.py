@@ -118,10 +118,35 @@ def test_fleet_key_parsing() -> None:
     assert parse_fleet_key(base64.b64encode(KEY).decode(), source="k") == KEY
     assert parse_fleet_key(base64.urlsafe_b64encode(KEY).decode().rstrip("="), source="k") == KEY
     assert parse_fleet_key(KEY.hex(), source="k") == KEY
-    with pytest.raises(ConfigurationError, match="at least 32"):
-        parse_fleet_key(b"short", source="k")
-    with pytest.raises(ConfigurationError, match="neither base64 nor hex"):
-        parse_fleet_key("not a key!", source="k")
+    assert parse_fleet_key(f"  {KEY.hex().upper()}\n", source="k") == KEY
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"short", "5 bytes"),
+        (bytes(range(33)), "33 bytes"),
+        (bytes(range(32)).hex()[:-2], "hex"),
+        (base64.b64encode(bytes(range(48))).decode(), "48 bytes"),
+        (base64.b64encode(bytes(range(24))).decode(), "24 bytes"),
+        ("not a key!", "neither"),
+        (bytes(32), "distinct"),
+        (b"ab" * 16, "distinct"),
+        (bytes(range(15)) * 2 + b"\x00\x01", "distinct"),
+        ((bytes(range(15)) * 3)[:32].hex(), "distinct"),
+        ("0" * 64, "distinct"),
+        (base64.b64encode(b"\xff" * 32).decode(), "distinct"),
+    ],
+)
+def test_weak_or_malformed_fleet_keys_are_refused(value: bytes | str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=reason) as raised:
+        parse_fleet_key(value, source="RSAUTH_SHARED_CACHE_KEY")
+    message = str(raised.value)
+    assert "RSAUTH_SHARED_CACHE_KEY" in message
+    assert 'python -c "import secrets; print(secrets.token_hex(32))"' in message
+    text = value if isinstance(value, str) else value.decode("latin-1")
+    assert text.strip() not in message
+    assert repr(value) not in message
 
 
 @pytest.mark.parametrize(

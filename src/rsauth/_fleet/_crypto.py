@@ -62,7 +62,12 @@ _PURPOSE = ("rsauth:purpose", "shared-cache")
 _NONCE = 12
 _TAG = 16
 _HEADER = struct.Struct(">BcH")
-MIN_FLEET_KEY_BYTES = 32
+FLEET_KEY_BYTES = 32
+# 32 random bytes take about 30 distinct values; fewer than 16 means a pattern, not a key.
+MIN_DISTINCT_BYTES = 16
+_MAKE_A_KEY = (
+    'make one with `python -c "import secrets; print(secrets.token_hex(32))"`'
+)
 
 _ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$")
 
@@ -120,30 +125,37 @@ def derive(key: bytes, purpose: str) -> bytes:
 
 
 def parse_fleet_key(value: bytes | str, *, source: str) -> bytes:
-    """Fleet key bytes: raw bytes, or a string in base64 (standard or URL-safe) or hex."""
+    """The 32 bytes of a fleet key given as raw bytes, 64 hex digits or base64 (standard or
+    URL-safe, padding optional). Refused, without repeating it: any other length, and keys
+    whose bytes take fewer than ``MIN_DISTINCT_BYTES`` values (zeros, repeated patterns)."""
     if isinstance(value, str):
         text = value.strip()
-        raw: bytes | None = None
-        if re.fullmatch(r"[0-9a-fA-F]+", text) and len(text) % 2 == 0:
-            raw = bytes.fromhex(text)
+        if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+            value = bytes.fromhex(text)
         else:
             try:
-                raw = base64.b64decode(
+                value = base64.b64decode(
                     text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4),
                     validate=True,
                 )
             except (binascii.Error, ValueError):
-                raw = None
-        if raw is None:
-            raise ConfigurationError(
-                f"{source} is neither base64 nor hex; generate 32 random bytes with "
-                "`openssl rand -base64 32`"
-            )
-        value = raw
-    if len(value) < MIN_FLEET_KEY_BYTES:
+                raise ConfigurationError(
+                    f"{source} is neither 64 hex digits nor base64; {_MAKE_A_KEY}"
+                ) from None
+            if len(value) != FLEET_KEY_BYTES:
+                raise ConfigurationError(
+                    f"{source} decodes to {len(value)} bytes; a fleet key is exactly "
+                    f"{FLEET_KEY_BYTES} bytes (64 hex digits or base64); {_MAKE_A_KEY}"
+                )
+    if len(value) != FLEET_KEY_BYTES:
         raise ConfigurationError(
-            f"{source} has {len(value)} bytes; a fleet key needs at least "
-            f"{MIN_FLEET_KEY_BYTES} random bytes"
+            f"{source} has {len(value)} bytes; a fleet key is exactly {FLEET_KEY_BYTES} "
+            f"random bytes (or 64 hex digits, or base64 of 32 bytes); {_MAKE_A_KEY}"
+        )
+    if len(set(value)) < MIN_DISTINCT_BYTES:
+        raise ConfigurationError(
+            f"{source} is not random: its bytes take fewer than {MIN_DISTINCT_BYTES} distinct "
+            f"values; {_MAKE_A_KEY}"
         )
     return bytes(value)
 

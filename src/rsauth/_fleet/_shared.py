@@ -146,7 +146,7 @@ class RedisCache:
     and password as the URL says (default: ``RSAUTH_SHARED_CACHE_URL``).
     Exactly one key mode: ``kms_key_id`` (default ``RSAUTH_SHARED_CACHE_KMS_KEY``)
     seals each identity's entries with KMS data keys whose encryption context
-    names the identity; ``fleet_key`` (32+ random bytes, or a base64/hex string;
+    names the identity; ``fleet_key`` (32 random bytes, 64 hex digits or base64;
     default ``RSAUTH_SHARED_CACHE_KEY``) seals every entry with one key, making
     the fleet one trust domain. ``timeout``: socket timeouts in seconds.
     ``lease_seconds``: how long a fetching worker holds the lease;
@@ -191,7 +191,8 @@ class RedisCache:
             raise ConfigurationError(
                 "the shared cache seals every entry and needs a key: kms_key_id= / "
                 f"{KMS_KEY_ENV} (a KMS key; per-identity protection) or fleet_key= / "
-                f"{KEY_ENV} (32+ random bytes, base64; the fleet is one trust domain)"
+                f"{KEY_ENV} (32 random bytes as 64 hex digits or base64; the fleet is one "
+                "trust domain)"
             )
         if not 0.0 <= jitter <= 1.0:
             raise ConfigurationError(f"jitter={jitter!r}: accepted values are 0 to 1")
