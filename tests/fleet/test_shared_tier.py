@@ -8,13 +8,18 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
 import pytest
 
 import rsauth
+from rsauth._cache import Lease
+from rsauth._fleet import SharedRequest
+from rsauth._fleet._crypto import Binding
+from rsauth._sources import Login
 from rsauth.sandbox import Sandbox
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
@@ -317,3 +322,97 @@ def test_debug_lines_hold_no_entry(
     for record in ours:
         args = record.args if isinstance(record.args, tuple) else ()
         assert not any(isinstance(arg, bytes | bytearray) for arg in args)
+
+
+# -- expiry sealed in the entry; invalidate() reaches the store ------------------------
+
+
+def _direct_request(clock: Callable[[], datetime]) -> SharedRequest:
+    """A request as the broker makes it, for driving RedisCache without AWS."""
+    binding = Binding(
+        identity="", region="us-east-1", workgroup="wg", custom_domain=None, database="dev",
+        method="iam", duration=900, role_arn=None, db_roles=(), secret_id=None,
+    )
+    return SharedRequest(
+        binding=binding,
+        describe="iam login to wg",
+        holding=None,
+        access_key=lambda: "AKIAFLEETTEST",
+        caller_arn=lambda: f"arn:aws:iam::{ACCOUNT}:user/fleet-test",
+        kms=lambda: None,
+        clock=clock,
+    )
+
+
+def test_an_expired_entry_set_again_with_a_fresh_ttl_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+    fetched: list[Login] = []
+
+    def fetch() -> Lease[Login]:
+        login = Login(
+            user="IAM:fleet-test", password=f"fleet-pw-{len(fetched)}", method="iam",
+            expires_at=now[0] + timedelta(seconds=900),
+        )
+        fetched.append(login)
+        return Lease(login, lifetime=900.0)
+
+    first = shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    [key] = entry_keys(redis_server)
+    client = redis_server.client()
+    blob = client.get(key)
+    # The login has expired; someone who can write to the store (but holds no key)
+    # puts its entry back with ten fresh minutes.
+    now[0] += timedelta(seconds=1000)
+    client.set(key, blob, px=600_000)
+    second = shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    assert second.value.password != first.value.password
+    assert len(fetched) == 2
+
+
+def test_an_entry_lives_no_longer_than_its_sealed_expiry(redis_server: RedisServer) -> None:
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+
+    def fetch() -> Lease[Login]:
+        login = Login(
+            user="IAM:fleet-test", password="fleet-pw", method="iam",
+            expires_at=now[0] + timedelta(seconds=900),
+        )
+        return Lease(login, lifetime=900.0)
+
+    shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    [key] = entry_keys(redis_server)
+    client = redis_server.client()
+    now[0] += timedelta(seconds=300)
+    client.pexpire(key, 900_000)  # the store claims the whole lifetime is still left
+    lease = shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    assert lease.lifetime is not None
+    assert lease.lifetime <= 600.0
+
+
+def test_invalidate_removes_the_shared_entries_too(
+    sandbox: Sandbox, brokers: list[rsauth.Broker]
+) -> None:
+    first, second, third = brokers
+    first.credentials(workgroup=sandbox.workgroup)
+    first.credentials(workgroup=sandbox.workgroup, method="secret")
+    assert len(entry_keys_of(first)) == 2
+    assert first.invalidate(workgroup=sandbox.workgroup, method="iam") == 1
+    assert len(set(entry_keys_of(first))) == 1  # the secret's entry stays
+    second.credentials(workgroup=sandbox.workgroup)
+    assert get_credentials(sandbox) == 2  # the store no longer had the login
+    # Without arguments: every entry of a login this worker published or used.
+    second.invalidate()
+    assert len(entry_keys_of(second)) == 1  # the secret's, which only the first one used
+    first.invalidate()
+    assert entry_keys_of(first) == []
+    third.credentials(workgroup=sandbox.workgroup, method="secret")
+    assert sandbox.calls().get("secretsmanager.GetSecretValue", 0) == 2
+
+
+def entry_keys_of(broker: rsauth.Broker) -> list[bytes]:
+    cache = broker._shared
+    assert cache is not None
+    client = cache._store._redis()
+    return sorted(client.keys("rsauth:v1:e:*"))

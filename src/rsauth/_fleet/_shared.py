@@ -85,6 +85,7 @@ class SharedRequest:
     caller_arn: Callable[[], str]
     kms: Callable[[], Any]
     clock: Callable[[], datetime]
+    key: Any = None  # the broker's cache key, matched by invalidate()
 
 
 def request_for(
@@ -127,6 +128,7 @@ def request_for(
         caller_arn=caller_arn,
         kms=lambda: sessions.kms(session_key),
         clock=clock,
+        key=key,
     )
 
 
@@ -220,6 +222,8 @@ class RedisCache:
         self._seen: weakref.WeakKeyDictionary[Login, _Seen] = weakref.WeakKeyDictionary()
         self._rejected: OrderedDict[str, None] = OrderedDict()
         self._reject_warned: dict[str, float] = {}
+        # Entry keys this process published or used, and the broker's key of each.
+        self._entries: OrderedDict[str, Any] = OrderedDict()
 
     def _after_fork(self) -> None:
         self._start()
@@ -271,7 +275,33 @@ class RedisCache:
             with contextlib.suppress(StoreUnavailable):
                 self._store.delete_if(seen.entry_key, seen.blob)
 
+    def invalidate(self, matches: Callable[[Any], bool] | None = None) -> int:
+        """Delete the store's entries of the logins this process published or used whose
+        broker key ``matches`` (all of them without it); other workers then fetch afresh.
+        Returns how many were deleted."""
+        with self._lock:
+            chosen = [
+                entry_key
+                for entry_key, key in self._entries.items()
+                if matches is None or (key is not None and matches(key))
+            ]
+            for entry_key in chosen:
+                del self._entries[entry_key]
+        deleted = 0
+        if chosen and self._store.available():
+            with contextlib.suppress(StoreUnavailable):
+                deleted = self._store.delete(*chosen)
+        logger.debug("shared cache: invalidated %d entries", deleted)
+        return deleted
+
     # -- steps ------------------------------------------------------------
+
+    def _track(self, entry_key: str, key: Any) -> None:
+        with self._lock:
+            self._entries[entry_key] = key
+            self._entries.move_to_end(entry_key)
+            while len(self._entries) > 1024:
+                self._entries.popitem(last=False)
 
     def _identity(self, request: SharedRequest) -> str:
         access_key = request.access_key()
@@ -343,6 +373,11 @@ class RedisCache:
             milliseconds = 0
         blob: bytes | None = None
         if milliseconds > 0:
+            # The absolute expiry, sealed: a store's fresh TTL cannot revive the entry.
+            if login.expires_at is not None:
+                not_after = login.expires_at.timestamp()
+            else:
+                not_after = request.clock().timestamp() + milliseconds / 1000
             payload = {
                 "user": login.user,
                 "password": login.password,
@@ -352,11 +387,13 @@ class RedisCache:
                 "port": login.port,
                 "database": login.database,
                 "span": lease.lifetime,
+                "not_after": not_after,
                 "generation": generation,
             }
             try:
                 blob = self._sealer.seal(binding, json.dumps(payload).encode(), request.kms)
                 self._store.write(entry_key, blob, milliseconds)
+                self._track(entry_key, request.key)
                 logger.debug("shared cache: published %s", request.describe)
             except StoreUnavailable:
                 blob = None
@@ -380,7 +417,7 @@ class RedisCache:
         blob, milliseconds = stored
         try:
             payload = json.loads(self._sealer.open(binding, blob, request.kms))
-            login, span, generation = self._login_of(payload, binding)
+            login, span, not_after, generation = self._login_of(payload, binding)
         except (EntryRejected, ValueError, KeyError, TypeError) as exc:
             self._warn_once(
                 entry_key,
@@ -390,14 +427,19 @@ class RedisCache:
                 exc if isinstance(exc, EntryRejected) else "malformed",
             )
             return None
-        left = milliseconds / 1000
+        sealed_left = not_after - request.clock().timestamp()
+        if sealed_left <= 0:
+            logger.debug("shared cache: the entry for %s is past its sealed expiry",
+                         request.describe)
+            return None
+        left = min(milliseconds / 1000, sealed_left)
         with self._lock:
             refused = generation in self._rejected
             held = self._seen.get(request.holding) if request.holding is not None else None
         if refused or (held is not None and held.generation == generation):
             return None  # Not newer than what this worker has.
         if span is not None:
-            if left > span + 1 or left <= min(MANDATORY_MAX_SECONDS, span / 4):
+            if milliseconds / 1000 > span + 1 or left <= min(MANDATORY_MAX_SECONDS, span / 4):
                 return None
             login = replace(login, expires_at=request.clock() + timedelta(seconds=left))
             lease: Lease[Login] = Lease(login, lifetime=left, span=span)
@@ -406,10 +448,11 @@ class RedisCache:
                 return None
             lease = Lease(login, refresh_after=left)
         logger.debug("shared cache: %s from the store", request.describe)
+        self._track(entry_key, request.key)
         return self._remember(lease, _Seen(entry_key, generation, blob))
 
     @staticmethod
-    def _login_of(payload: Any, binding: Binding) -> tuple[Login, float | None, str]:
+    def _login_of(payload: Any, binding: Binding) -> tuple[Login, float | None, float, str]:
         if not isinstance(payload, dict) or payload.get("method") != binding.method:
             raise ValueError("not an entry of this binding")
         span = payload["span"]
@@ -422,7 +465,8 @@ class RedisCache:
             port=payload.get("port"),
             database=payload.get("database"),
         )
-        return login, None if span is None else float(span), str(payload["generation"])
+        span_seconds = None if span is None else float(span)
+        return login, span_seconds, float(payload["not_after"]), str(payload["generation"])
 
     def _remember(self, lease: Lease[Login], seen: _Seen) -> Lease[Login]:
         with self._lock:
