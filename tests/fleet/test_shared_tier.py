@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -18,9 +19,10 @@ import pytest
 import rsauth
 from rsauth._cache import Lease
 from rsauth._fleet import SharedRequest
-from rsauth._fleet._crypto import Binding
+from rsauth._fleet._crypto import Binding, KmsKey
 from rsauth._sources import Login
 from rsauth.sandbox import Sandbox
+from tests.conftest import register_secret
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
 ACCOUNT = "123456789012"
@@ -242,6 +244,31 @@ def test_kms_mode_shares_within_an_identity_only(
     assert users == {"IAMR:fleet-reader", "IAMR:fleet-writer"}
 
 
+def test_kms_data_keys_stay_out_of_debug_logs(
+    sandbox: Sandbox, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_id = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]["KeyId"]
+    role = make_role("fleet-reader")
+    caches = [rsauth.RedisCache(redis_server.url, kms_key_id=key_id) for _ in range(2)]
+    for cache in caches:  # one GenerateDataKey, then one Decrypt
+        with rsauth.Broker(shared_cache=cache) as broker:
+            broker.credentials(workgroup=sandbox.workgroup, role_arn=role)
+    assert sandbox.calls().get("kms.Decrypt", 0) == 1
+    # KmsKey remembers every data key it generated or unwrapped.
+    sealers = [cache._sealer for cache in caches if isinstance(cache._sealer, KmsKey)]
+    assert len(sealers) == 2
+    data_keys = {key for sealer in sealers for key in sealer._opened.values()}
+    assert len(data_keys) == 1
+    [data_key] = data_keys
+    forms = [base64.b64encode(data_key).decode(), repr(data_key)[2:-1], data_key.hex()]
+    texts = [record.getMessage() for record in caplog.records]
+    assert any("Plaintext" in text for text in texts)  # botocore logged the bodies...
+    for form in forms:  # ...with the key masked
+        assert not any(form in text for text in texts)
+    for cache in caches:
+        assert not any(form in repr(cache) for form in forms)
+
+
 # -- the store down or slow -------------------------------------------------------------
 
 
@@ -293,8 +320,9 @@ def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
         "user default off\n"
         "user rsauth on >fleet-acl-password ~rsauth:* "
         # The ACL docs/fleet.md gives: nothing but rsauth's keys and commands.
-        "+get +set +pttl +evalsha +script|load +client|setname\n"
+        "+get +set +del +pttl +evalsha +script|load +client|setname\n"
     )
+    register_secret("fleet-acl-password")
     server = RedisServer(redis_binary, config=acl).start()
     try:
         url = f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
