@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -26,13 +27,30 @@ from tests.conftest import register_secret
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
 ACCOUNT = "123456789012"
+TRUST_ROOT = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+    }],
+})
+# What a fleet worker's role does: log in, and in KMS mode seal and open entries.
+MAY_LOG_IN = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{
+        "Effect": "Allow",
+        "Action": ["redshift-serverless:GetCredentials", "kms:GenerateDataKey", "kms:Decrypt"],
+        "Resource": "*",
+    }],
+})
 
 
 def make_role(name: str) -> str:
     iam = boto3.client("iam")
-    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
     with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST_ROOT)
+    iam.put_role_policy(RoleName=name, PolicyName="login", PolicyDocument=MAY_LOG_IN)
     return f"arn:aws:iam::{ACCOUNT}:role/{name}"
 
 
@@ -444,3 +462,95 @@ def entry_keys_of(broker: rsauth.Broker) -> list[bytes]:
     assert cache is not None
     client = cache._store._redis()
     return sorted(client.keys("rsauth:v1:e:*"))
+
+
+# -- sessions of one role with different database roles ---------------------------------
+
+def tagged_session(role: str, name: str, db_roles: str) -> boto3.Session:
+    """A real AssumeRole session of ``role`` tagged ``RedshiftDbRoles=db_roles``."""
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}",
+        RoleSessionName=name,
+        Tags=[{"Key": "RedshiftDbRoles", "Value": db_roles}],
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+@pytest.fixture
+def team_role(sandbox: Sandbox) -> str:
+    """One IAM role whose sessions carry different database roles: alice's can read the
+    payroll table, bob's cannot."""
+    iam = boto3.client("iam")
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName="fleet-team", AssumeRolePolicyDocument=TRUST_ROOT)
+    iam.put_role_policy(RoleName="fleet-team", PolicyName="login", PolicyDocument=MAY_LOG_IN)
+    sandbox.sql(
+        "DO $$ BEGIN "
+        "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_payroll') "
+        "THEN CREATE ROLE fleet_payroll; END IF; "
+        "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_staff') "
+        "THEN CREATE ROLE fleet_staff; END IF; END $$; "
+        "CREATE TABLE IF NOT EXISTS fleet_salaries (amount int); "
+        "GRANT SELECT ON fleet_salaries TO fleet_payroll"
+    )
+    return "fleet-team"
+
+
+def reads_salaries(connection: Any) -> bool:
+    cursor = connection.cursor()
+    refused = ""
+    try:
+        cursor.execute("select count(*) from fleet_salaries")
+        cursor.fetchall()
+    except Exception as exc:
+        refused = str(exc)
+        connection.rollback()
+    finally:
+        cursor.close()
+    assert not refused or "permission denied" in refused
+    return not refused
+
+
+def test_sessions_of_one_role_with_different_tags_never_share(
+    sandbox: Sandbox, redis_server: RedisServer, team_role: str
+) -> None:
+    alice = tagged_session(team_role, "alice", "fleet_payroll")
+    bob = tagged_session(team_role, "bob", "fleet_staff")
+    with rsauth.Broker(alice, shared_cache=shared(redis_server)) as broker, broker.connect(
+        workgroup=sandbox.workgroup
+    ) as connection:
+        assert current_user(connection) == "IAMR:fleet-team"
+        assert reads_salaries(connection)
+        alices = broker.credentials(workgroup=sandbox.workgroup).password
+    with rsauth.Broker(bob, shared_cache=shared(redis_server)) as broker, broker.connect(
+        workgroup=sandbox.workgroup
+    ) as connection:
+        assert current_user(connection) == "IAMR:fleet-team"
+        same_login = broker.credentials(workgroup=sandbox.workgroup).password == alices
+        assert not same_login
+        assert not reads_salaries(connection)
+    assert get_credentials(sandbox) == 2
+    assert len(entry_keys(redis_server)) == 2
+
+
+def test_sharing_across_sessions_of_a_role_is_an_opt_in(
+    sandbox: Sandbox, redis_server: RedisServer, team_role: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # For fleets whose sessions all carry the same tags (an instance or task role).
+    first = tagged_session(team_role, "i-0aaa", "fleet_staff")
+    second = tagged_session(team_role, "i-0bbb", "fleet_staff")
+    monkeypatch.setenv("RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS", "true")
+    passwords = set()
+    for session, cache in (
+        (first, shared(redis_server, environ=dict(os.environ))),
+        (second, shared(redis_server, share_role_sessions=True)),
+    ):
+        with rsauth.Broker(session, shared_cache=cache) as broker:
+            passwords.add(broker.credentials(workgroup=sandbox.workgroup).password)
+    assert len(passwords) == 1
+    assert get_credentials(sandbox) == 1

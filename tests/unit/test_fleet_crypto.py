@@ -17,6 +17,7 @@ from rsauth._fleet._crypto import (
     EntryRejected,
     FleetKey,
     KmsKey,
+    binding_identity,
     derive,
     normalise_identity,
     parse_fleet_key,
@@ -165,6 +166,35 @@ def test_weak_or_malformed_fleet_keys_are_refused(value: bytes | str, reason: st
 )
 def test_sessions_of_one_role_are_one_identity(arn: str, identity: str) -> None:
     assert normalise_identity(arn) == identity
+
+
+SESSION = "arn:aws:sts::123456789012:assumed-role/etl/alice"
+ROLE = "arn:aws:iam::123456789012:role/etl"
+
+
+@pytest.mark.parametrize(
+    ("role_arn", "share", "identity"),
+    [
+        (None, False, SESSION),  # the caller's own session: its tags may be its own
+        (None, True, ROLE),  # opted in: every session of the role carries the same tags
+        (ROLE, False, ROLE),  # rsauth assumed it: the tags are db_roles=, in the binding
+        (ROLE, True, ROLE),
+    ],
+)
+def test_the_binding_names_the_session_unless_its_tags_are_known(
+    role_arn: str | None, share: bool, identity: str
+) -> None:
+    assert binding_identity(SESSION, role_arn=role_arn, share_role_sessions=share) == identity
+    user = "arn:aws:iam::123456789012:user/alice"
+    assert binding_identity(user, role_arn=role_arn, share_role_sessions=share) == user
+
+
+def test_kms_context_names_the_role_of_a_session() -> None:
+    kms = FakeKms()
+    binding = dataclasses.replace(BINDING, identity=SESSION)
+    KmsKey("alias/rsauth").seal(binding, b"login", lambda: kms)
+    # The key policy's ${aws:PrincipalArn} of a session is its role's ARN.
+    assert kms._keys[b"wrapped-0"][1][IDENTITY_CONTEXT] == ROLE
 
 
 class FakeKms:

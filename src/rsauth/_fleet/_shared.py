@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rsauth._cache import MANDATORY_MAX_SECONDS, Lease
+from rsauth._config import _bool
 from rsauth._errors import ConfigurationError
 from rsauth._fleet._crypto import (
     Binding,
@@ -43,7 +44,7 @@ from rsauth._fleet._crypto import (
     FleetKey,
     KmsKey,
     Sealer,
-    normalise_identity,
+    binding_identity,
     parse_fleet_key,
 )
 from rsauth._fleet._store import Store, StoreUnavailable, redact_url
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_ENV",
     "KMS_KEY_ENV",
+    "SHARE_ROLE_SESSIONS_ENV",
     "URL_ENV",
     "RedisCache",
     "SharedRequest",
@@ -68,6 +70,7 @@ logger = logging.getLogger("rsauth")
 URL_ENV = "RSAUTH_SHARED_CACHE_URL"
 KEY_ENV = "RSAUTH_SHARED_CACHE_KEY"
 KMS_KEY_ENV = "RSAUTH_SHARED_CACHE_KMS_KEY"
+SHARE_ROLE_SESSIONS_ENV = "RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS"
 
 # A secret's entry this close to its refresh point is left to the next reader.
 _SECRET_MIN_LEFT = 0.5
@@ -156,6 +159,14 @@ class RedisCache:
     themselves. ``jitter`` spreads each worker's refresh over the advisory
     window (0 to 1). ``prefix`` begins every key. Pass it as
     ``rsauth.Broker(shared_cache=...)``; one instance may serve several Brokers.
+
+    Logins are shared per caller: an assumed-role session shares only with itself,
+    since each session may carry its own ``RedshiftDbRoles`` tag. Roles rsauth
+    assumes (``role_arn=``) are shared by every worker, their tags being the bound
+    ``db_roles=``. ``share_role_sessions=True`` (default
+    ``RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS``) shares one login among all sessions
+    of a role: only for fleets whose sessions all carry the same tags, such as an
+    instance profile or a task role.
     """
 
     def __init__(
@@ -170,6 +181,7 @@ class RedisCache:
         wait_seconds: float = 10.0,
         jitter: float = 0.5,
         retry_after: float = 5.0,
+        share_role_sessions: bool | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = environ if environ is not None else os.environ
@@ -208,6 +220,11 @@ class RedisCache:
             else FleetKey(parse_fleet_key(fleet_key or b"", source="the fleet key"))
         )
         self._store = Store(url, timeout=timeout, retry_after=retry_after)
+        if share_role_sessions is None:
+            share_role_sessions = _bool(
+                SHARE_ROLE_SESSIONS_ENV, env.get(SHARE_ROLE_SESSIONS_ENV) or "false"
+            )
+        self.share_role_sessions = _bool("share_role_sessions", share_role_sessions)
         self.prefix = prefix
         self.jitter = jitter
         self.lease_seconds = lease_seconds
@@ -308,12 +325,16 @@ class RedisCache:
         with self._lock:
             arn = self._arns.get(access_key)
         if arn is None:
-            arn = normalise_identity(request.caller_arn())
+            arn = request.caller_arn()
             with self._lock:
                 if len(self._arns) > 256:
                     self._arns.clear()
                 self._arns[access_key] = arn
-        return arn
+        return binding_identity(
+            arn,
+            role_arn=request.binding.role_arn,
+            share_role_sessions=self.share_role_sessions,
+        )
 
     def _through_store(
         self,
