@@ -171,3 +171,12 @@ def test_span_places_windows_of_a_login_fetched_elsewhere() -> None:
     secret = windows(0.0, Lease("v", refresh_after=300.0), jitter=1.0)
     assert secret.advisory_at == 300.0
     assert math.isinf(secret.mandatory_at)
+
+
+def test_no_key_material_in_reprs() -> None:
+    raw = base64.b64decode(KEY)
+    cache = rsauth.RedisCache("redis://u:pw-in-url@h/0?password=pw-in-query", fleet_key=KEY)
+    texts = [repr(cache), str(cache), cache.url, repr(cache._sealer)]
+    for form in (KEY, raw.hex(), repr(raw)[2:-1], "pw-in-url", "pw-in-query"):
+        assert not any(form in text for text in texts)
+    cache.close()
