@@ -343,7 +343,9 @@ class Broker:
     def invalidate(self, **match: Any) -> int:
         """Drop cached logins (and workgroup lookups) whose fields equal ``match``; no
         arguments: everything. Fields: those of :class:`CredentialKey` but ``identity``.
-        Returns how many entries were dropped."""
+        In fleet mode the shared store's entries of those logins are deleted too, so no
+        worker takes them from the store again. Returns how many in-process entries were
+        dropped."""
         fields = set(CredentialKey._fields) - {"identity"}
         unknown = set(match) - fields
         if unknown:
@@ -358,6 +360,8 @@ class Broker:
             return all(getattr(key, name) == value for name, value in match.items())
 
         dropped = self._logins.invalidate(matches if match else None)
+        if self._shared is not None:
+            self._shared.invalidate(matches if match else None)
         if set(match) <= set(EndpointKey._fields):
             dropped += self._endpoints.invalidate(matches if match else None)
         if not match:

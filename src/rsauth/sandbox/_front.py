@@ -437,9 +437,11 @@ class Front:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # Serialises role creation and grants: concurrent first logins of one user.
         self._role_lock = threading.Lock()
-        # Users (with their granted roles) already prepared; read without the lock (a set
+        # Users (with their granted roles) already prepared; read without the lock (a dict
         # lookup is atomic), so a login of a known user never waits on another's setup.
-        self._prepared: set[tuple[str, tuple[str, ...]]] = set()
+        self._prepared: dict[str, tuple[str, ...]] = {}
+        # The roles each user holds because a login's tag granted them (not granted in SQL).
+        self._tag_roles: dict[str, set[str]] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -773,7 +775,17 @@ class Front:
         raise await self._refuse(client, "28000", WRONG_PASSWORD.format(user=user))
 
     def _prepare_role(self, user: str, db_roles: tuple[str, ...]) -> None:
-        """Create ``user`` at first login (member of PUBLIC only); grant existing db_roles.
+        """Create ``user`` at first login (member of PUBLIC only); give it this login's db_roles.
+
+        Redshift maps the database roles a login's ``RedshiftDbRoles`` tag names when
+        the user signs in
+        (https://docs.aws.amazon.com/redshift/latest/mgmt/redshift-iam-access-federated-db-roles.html),
+        and roles that come with a login are "available during the current session"
+        (https://docs.aws.amazon.com/redshift/latest/dg/PG_GET_SESSION_ROLES.html). A
+        PostgreSQL role's memberships are not per session, so each login's tag replaces
+        the roles an earlier login's tag granted (roles granted in SQL stay): sessions of
+        one IAM role with different tags do not inherit each other's roles. (Sessions of
+        one user open at the same time see the newest login's roles.)
 
         Blocking: runs in the front's executor.
         """
@@ -782,7 +794,7 @@ class Front:
             for role in dict.fromkeys(db_roles)
             if role != user and 0 < len(role.encode()) <= MAX_IDENTIFIER_BYTES
         ]
-        if (user, tuple(roles)) in self._prepared:
+        if self._prepared.get(user) == tuple(roles):
             return
         names = ", ".join(quote_literal(name) for name in [user, *roles])
         with self._role_lock, AdminSession(self.pg_socket_path) as admin:
@@ -792,15 +804,27 @@ class Front:
             if user not in existing:
                 log.debug("creating database user %s at first login", user)
                 admin.execute(f"create role {quote_ident(user)} login")
-            grants = [role for role in roles if role in existing]
-            if grants:
-                log.debug("granting %d database role(s) to %s", len(grants), user)
-                admin.execute(
-                    "; ".join(f"grant {quote_ident(r)} to {quote_ident(user)}" for r in grants)
-                )
-            if len(grants) == len(roles):
-                # Done for good; a role still missing may be created later, so retry then.
-                self._prepared.add((user, tuple(roles)))
+            member_of = (  # noqa: S608 - the name is quoted with quote_literal
+                "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid"
+                " join pg_roles u on u.oid = m.member where u.rolname = "
+            ) + quote_literal(user)
+            held = {row[0] for row in admin.execute(member_of).rows}
+            tagged = self._tag_roles.setdefault(user, set())
+            revokes = sorted((tagged - set(roles)) & held)
+            grants = [role for role in roles if role in existing and role not in held]
+            statements = [f"revoke {quote_ident(r)} from {quote_ident(user)}" for r in revokes]
+            statements += [f"grant {quote_ident(r)} to {quote_ident(user)}" for r in grants]
+            if statements:
+                log.debug("database user %s: %d role(s) granted, %d revoked", user,
+                          len(grants), len(revokes))
+                admin.execute("; ".join(statements))
+            tagged.difference_update(revokes)
+            tagged.update(grants)
+            if all(role in existing for role in roles):
+                self._prepared[user] = tuple(roles)
+            else:
+                # A role still missing may be created later, so retry then.
+                self._prepared.pop(user, None)
 
     async def _connect_postgres(
         self, client: _Client, params: Mapping[str, str], db_roles: tuple[str, ...]
