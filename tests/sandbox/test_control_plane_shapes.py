@@ -8,16 +8,15 @@ import json
 import re
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 import redshift_connector
 from botocore.exceptions import ClientError
+from tests.resolve import resolve_to_loopback
 
 from rsauth.sandbox import Sandbox
-from tests.resolve import resolve_to_loopback
 
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
@@ -281,10 +280,10 @@ def test_a_taken_port_is_served_on_a_free_one(sandbox: Sandbox) -> None:
 
 
 @pytest.fixture
-def domain(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def domain(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"{unique('db')}.example.com"
     resolve_to_loopback(monkeypatch, name)
-    yield name
+    return name
 
 
 def test_custom_domain_association_lifecycle(sandbox: Sandbox, domain: str) -> None:

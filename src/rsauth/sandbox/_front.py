@@ -65,13 +65,13 @@ from rsauth.sandbox._pgwire import (
     quote_literal,
     startup_packet,
 )
+from rsauth.sandbox._version import REDSHIFT_SERVER_VERSION
 
 if TYPE_CHECKING:
     from rsauth.sandbox._copy import CopyUnload
 
 log = logging.getLogger("rsauth.sandbox.front")
 
-REDSHIFT_SERVER_VERSION = "8.0.2"
 
 # Startup parameters passed on to PostgreSQL, compared in lower case (PostgreSQL
 # treats setting names case-insensitively). Everything else is dropped.

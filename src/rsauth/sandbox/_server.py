@@ -29,6 +29,7 @@ from rsauth.sandbox._moto import MotoBridge, moto_wsgi_app
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._plane import AwsApplication, Caller, ControlPlane, generate_password
 from rsauth.sandbox._postgres import PostgresServer
+from rsauth.sandbox._version import VERSION_FUNCTION
 
 log = logging.getLogger("rsauth.sandbox")
 
@@ -121,6 +122,8 @@ class SandboxServer:
     def _start(self) -> None:
         self.postgres = PostgresServer(self.workdir)
         self.postgres.start()
+        for database in ("template1", "postgres"):  # every database made later copies template1
+            self._sql(VERSION_FUNCTION, database)
         certfile, keyfile = self._make_certificates()
         self.front = Front(
             pg_socket_path=self.postgres.socket_path,
@@ -185,7 +188,7 @@ class SandboxServer:
                 try:
                     served = self.front.listen(port or 0)
                 except OSError:
-                    log.info("port %s is taken: serving workgroup %s on a free one", port, workgroup)
+                    log.info("port %s is taken: workgroup %s gets a free one", port, workgroup)
                     served = self.front.listen(0)
             self.front.routes[served] = workgroup
         return served
