@@ -15,7 +15,7 @@ import rsauth
 from rsauth.sandbox import Sandbox
 
 ACCOUNT = "123456789012"
-CERTIFICATE = f"arn:aws:acm:us-east-1:{ACCOUNT}:certificate/11111111-2222-4333-8444-555555555555"
+CERTIFICATE = f"arn:aws:acm:us-west-2:{ACCOUNT}:certificate/11111111-2222-4333-8444-555555555555"
 
 
 def scalar(connection: Any, sql: str) -> Any:
@@ -39,8 +39,11 @@ def free_port(low: int, high: int) -> int | None:
 
 @pytest.fixture
 def domain(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, int]]:
-    """A workgroup on a port other than 5439 with a custom domain resolving to loopback."""
-    client = boto3.client("redshift-serverless")
+    """A workgroup on a port other than 5439 with a custom domain resolving to loopback.
+
+    In us-west-2: the sandbox's own region keeps only its default workgroup."""
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    client = boto3.client("redshift-serverless", region_name="us-west-2")
     suffix = uuid.uuid4().hex[:8]
     client.create_namespace(namespaceName=f"cd-ns-{suffix}", dbName="dev")
     asked = free_port(8191, 8215) or free_port(5431, 5455)

@@ -22,12 +22,15 @@ if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
 
 ACCOUNT = "123456789012"
+# What these tests create lives in another region than the sandbox's own (us-east-1), which
+# other tests expect to hold only the default namespace and workgroup.
+REGION = "us-west-2"
 CERTIFICATE = f"arn:aws:acm:us-east-1:{ACCOUNT}:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 
-def serverless(region: str | None = None) -> RedshiftServerlessClient:
-    client: RedshiftServerlessClient = boto3.client(  # type: ignore[call-overload]
-        "redshift-serverless", **({"region_name": region} if region else {})
+def serverless(region: str = REGION) -> RedshiftServerlessClient:
+    client: RedshiftServerlessClient = boto3.client(
+        "redshift-serverless", region_name=region
     )
     return client
 
@@ -85,7 +88,7 @@ def test_resources_live_in_the_region_they_were_created_in(sandbox: Sandbox) -> 
         f"arn:aws:redshift-serverless:eu-west-1:{ACCOUNT}:workgroup/"
     )
     assert ireland.get_workgroup(workgroupName=name)["workgroup"]["workgroupName"] == name
-    virginia = serverless()
+    virginia = serverless("us-east-1")
     with pytest.raises(virginia.exceptions.ResourceNotFoundException):
         virginia.get_workgroup(workgroupName=name)
     with pytest.raises(virginia.exceptions.ResourceNotFoundException):
@@ -102,7 +105,7 @@ def test_resources_live_in_the_region_they_were_created_in(sandbox: Sandbox) -> 
         SecretId=secret
     )["ARN"] == secret
     with pytest.raises(ClientError) as missing:
-        boto3.client("secretsmanager").describe_secret(SecretId=secret)
+        boto3.client("secretsmanager", region_name="us-east-1").describe_secret(SecretId=secret)
     assert error_code(missing) == "ResourceNotFoundException"
     answer = ireland.get_credentials(workgroupName=name)
     with connect(sandbox.host, workgroup["endpoint"]["port"], answer["dbUser"],
@@ -168,8 +171,9 @@ def test_a_workgroup_lists_the_default_config_parameters(sandbox: Sandbox) -> No
     # redshift-serverless/latest/APIReference/API_CreateWorkgroup.html), with Redshift's
     # default values (https://docs.aws.amazon.com/redshift/latest/mgmt/
     # working-with-parameter-groups.html).
-    client = serverless()
-    workgroup = client.get_workgroup(workgroupName=sandbox.workgroup)["workgroup"]
+    workgroup = serverless("us-east-1").get_workgroup(workgroupName=sandbox.workgroup)[
+        "workgroup"
+    ]
     parameters = {p["parameterKey"]: p["parameterValue"] for p in workgroup["configParameters"]}
     assert set(parameters) == {
         "auto_mv", "datestyle", "enable_case_sensitive_identifier",
@@ -180,7 +184,7 @@ def test_a_workgroup_lists_the_default_config_parameters(sandbox: Sandbox) -> No
     assert parameters["search_path"] == "$user, public"
     assert parameters["require_ssl"] == "true"
     made = make_workgroup(
-        client, "params",
+        serverless(), "params",
         configParameters=[{"parameterKey": "max_query_execution_time", "parameterValue": "60"}],
     )
     given = {p["parameterKey"]: p["parameterValue"] for p in made["configParameters"]}
@@ -333,7 +337,7 @@ def test_a_malformed_certificate_arn_is_refused(
     sandbox: Sandbox, domain: str, certificate: str
 ) -> None:
     # CustomDomainCertificateArnString: 20-2048 characters, an ACM ARN (botocore's model).
-    client = serverless()
+    client = serverless("us-east-1")
     with pytest.raises(ClientError) as refused:
         client.create_custom_domain_association(
             workgroupName=sandbox.workgroup, customDomainName=domain,
@@ -371,7 +375,7 @@ def test_version_answers_like_redshift(sandbox: Sandbox) -> None:
     # VERSION() (https://docs.aws.amazon.com/redshift/latest/dg/r_VERSION.html):
     # "PostgreSQL 8.0.2 on i686-pc-linux-gnu, compiled by GCC gcc (GCC) 3.4.2 20041017
     # (Red Hat 3.4.2-6.fc3), Redshift 1.0.12103"; the startup parameter says 8.0.2.
-    answer = serverless().get_credentials(workgroupName=sandbox.workgroup)
+    answer = serverless("us-east-1").get_credentials(workgroupName=sandbox.workgroup)
     with connect(sandbox.host, sandbox.port, answer["dbUser"], answer["dbPassword"]) as conn:
         version = scalar(conn, "select version()")
         assert version.startswith(

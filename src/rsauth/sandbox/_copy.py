@@ -94,7 +94,7 @@ NOT_AUTHORIZED = "Not authorized to get credentials of role {arn}"
 CHAIN_REFUSED = "User {principal} is not authorized to assume IAM Role {arn}"
 NO_DEFAULT_ROLE = (
     "IAM_ROLE default was given, but namespace {namespace} has no default IAM role: set one "
-    "with UpdateNamespace(defaultIamRoleArn=...) or name a role ARN"
+    "with UpdateNamespace(iamRoles=[...], defaultIamRoleArn=...) or name a role ARN"
 )
 NO_CREDENTIALS = (
     "COPY and UNLOAD need authorization: IAM_ROLE default, IAM_ROLE '<role ARN>', "

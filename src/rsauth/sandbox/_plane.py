@@ -188,7 +188,6 @@ class Workgroup:
         }
         if self.custom_domain_name:
             body.update(self.association())
-            del body["workgroupName"]
         return body
 
     def association(self) -> dict[str, Any]:
@@ -352,7 +351,9 @@ class ControlPlane:
             )
             self.namespaces[name] = namespace
         self._create_database(namespace)
-        self._set_admin_password(namespace, manage, body.get("adminUserPassword"))
+        if manage or body.get("adminUserPassword"):
+            # Without either, the namespace has no admin password to log in with.
+            self._set_admin_password(namespace, manage, body.get("adminUserPassword"))
         creator = database_user(caller.arn)
         self._sql(f"{_create_role(creator)} ALTER ROLE {_ident(creator)} SUPERUSER;")
         return {"namespace": namespace.describe()}
