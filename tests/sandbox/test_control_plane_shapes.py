@@ -14,6 +14,7 @@ import boto3
 import pytest
 import redshift_connector
 from botocore.exceptions import ClientError
+from redshift_connector.error import InterfaceError
 from tests.resolve import resolve_to_loopback
 
 from rsauth.sandbox import Sandbox
@@ -255,6 +256,11 @@ def test_each_workgroup_is_served_on_its_own_port(sandbox: Sandbox) -> None:
         assert scalar(connection, "select current_user") == answer["dbUser"]
     after = sandbox.front_stats()["by_workgroup"][workgroup["workgroupName"]]
     assert after == before + 1
+    # The password is the workgroup's: the default workgroup's port does not take it (both
+    # share one PostgreSQL; the front keeps each workgroup's temporary passwords apart).
+    with pytest.raises(InterfaceError) as refused:
+        connect(sandbox.host, sandbox.port, answer["dbUser"], answer["dbPassword"])
+    assert "password authentication failed" in str(refused.value)
 
 
 def test_a_taken_port_is_served_on_a_free_one(sandbox: Sandbox) -> None:

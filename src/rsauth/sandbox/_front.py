@@ -314,6 +314,7 @@ class _Client:
 
     sock: socket.socket
     peer: str
+    workgroup: str | None = None  # served on the port the client came to, if routed
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     tls: bool = False
@@ -642,12 +643,16 @@ class Front:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Drawn here, in accept order, so a seeded fraction repeats run to run.
             plan = self.faults.draw()
-            task = loop.create_task(self._handle(sock, f"{address[0]}", plan))
+            task = loop.create_task(
+                self._handle(sock, f"{address[0]}", plan, self.routes.get(port))
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, sock: socket.socket, peer: str, plan: _Plan) -> None:
-        client = _Client(sock, peer)
+    async def _handle(
+        self, sock: socket.socket, peer: str, plan: _Plan, workgroup: str | None = None
+    ) -> None:
+        client = _Client(sock, peer, workgroup)
         try:
             if plan.delay:
                 log.debug("fault: delaying a connection by %.3fs", plan.delay)
@@ -822,6 +827,10 @@ class Front:
         user_bytes = user.encode()
         expired_match = False
         for issued in self.passwords.candidates(user):
+            if None not in (issued.workgroup, client.workgroup) and (
+                issued.workgroup != client.workgroup
+            ):
+                continue  # issued for another workgroup: not a password of this one
             expected = md5_response(user_bytes, issued.password.encode(), salt)
             if hmac.compare_digest(expected, answer):
                 if not issued.expired(now):

@@ -532,7 +532,11 @@ class ControlPlane:
         now = self._clock()
         expires = now + lifetime
         password = secrets.token_urlsafe(24)
-        self.passwords.add(IssuedPassword(user, password, expires, self.db_roles_for(caller)))
+        self.passwords.add(
+            IssuedPassword(
+                user, password, expires, self.db_roles_for(caller), workgroup=workgroup.name
+            )
+        )
         # Whole seconds on the wire, as AWS sends them; the front honours the exact instant.
         return {
             "dbUser": user,
