@@ -30,7 +30,14 @@ from rsauth._sources import AwsContext
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
 
-__all__ = ["DEFAULT_PORT", "Endpoints", "NamespaceRoles", "Workgroup", "namespace_roles"]
+__all__ = [
+    "DEFAULT_PORT",
+    "Endpoints",
+    "NamespaceRoles",
+    "Workgroup",
+    "find_custom_domain",
+    "namespace_roles",
+]
 
 DEFAULT_PORT = 5439
 
@@ -95,7 +102,7 @@ class Endpoints:
         no secret. ``client`` is called only to fetch."""
         return self._cache.get(
             key,
-            lambda: Lease(_find_custom_domain(client(), domain, context), refresh_after=self._ttl),
+            lambda: Lease(find_custom_domain(client(), domain, context), refresh_after=self._ttl),
         )
 
     def admin_secret_arn(self, key: Hashable, fetch: Callable[[], str]) -> str:
@@ -135,9 +142,11 @@ def _describe(key: Hashable) -> str:
     return f"workgroup {name!r}"
 
 
-def _find_custom_domain(
+def find_custom_domain(
     client: RedshiftServerlessClient, domain: str, context: AwsContext
 ) -> Workgroup:
+    """The workgroup ``domain`` is associated with (``ListCustomDomainAssociations``, then
+    ``GetWorkgroup``); AWS errors mapped to rsauth's."""
     # botocore/data/redshift-serverless/2021-04-21/service-2.json: ListCustomDomainAssociations
     # filters by customDomainName and answers {workgroupName, customDomainName, ...} entries.
     try:
@@ -159,7 +168,7 @@ def _find_custom_domain(
     if not names:
         raise NotFoundError(
             f"custom domain {domain!r} is not associated with any workgroup in "
-            f"{context.region}; check the name and the region, or pass port="
+            f"{context.region}; check the name and the region"
         )
     return _get_workgroup(client, names[0], context)
 
