@@ -118,6 +118,7 @@ class EndpointKey(NamedTuple):
     region: str
     role_arn: str | None
     db_roles: tuple[str, ...]
+    custom_domain: str | None
     workgroup: str
 
 
@@ -479,7 +480,13 @@ class Broker:
             user=options.user,
         )
         endpoint_key = EndpointKey(
-            identity, profile, region, options.role_arn, options.db_roles, options.workgroup or ""
+            identity,
+            profile,
+            region,
+            options.role_arn,
+            options.db_roles,
+            options.custom_domain,
+            options.workgroup or "",
         )
         return _Aws(identity, region, session_key, context, key, endpoint_key)
 
@@ -623,7 +630,16 @@ class Broker:
         if options.host:
             return options.host, options.port or DEFAULT_PORT
         if options.custom_domain:
-            return options.custom_domain, options.port or DEFAULT_PORT
+            if options.port:
+                return options.custom_domain, options.port
+            session_key = call.aws.session_key
+            found = self._endpoints.custom_domain(
+                self._endpoint_key(call)._replace(workgroup=""),
+                lambda: self._sessions.redshift_serverless(session_key),
+                options.custom_domain,
+                call.aws.context,
+            )
+            return options.custom_domain, found.port
         if options.workgroup:
             workgroup = self._workgroup(call)
             return workgroup.address, options.port or workgroup.port
@@ -754,9 +770,13 @@ class Broker:
                 "not accepted; check SSL_CERT_FILE (the CA bundle) and the host name"
             )
         if is_transient(exc):
-            if call.options.workgroup and call.resolved_aws is not None:
+            if call.resolved_aws is not None and (
+                call.options.workgroup or call.options.custom_domain
+            ):
                 # The endpoint may have moved: look it up again on the next call.
                 self._endpoints.discard(self._endpoint_key(call))
+                if call.options.custom_domain:
+                    self._endpoints.discard(self._endpoint_key(call)._replace(workgroup=""))
             return ConnectError(
                 f"could not reach {call.options.target} at {address} after "
                 f"{self._connect_attempts} attempt(s) ({type(exc).__name__}); check the "

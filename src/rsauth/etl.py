@@ -750,7 +750,8 @@ def _role_problem(role: _Role, facts: NamespaceRoles, target: _Target) -> str | 
             f"IAM_ROLE default needs a default IAM role, but {where} has none; roles "
             f"associated: {associated}. Set one (aws redshift-serverless update-namespace "
             f"--namespace-name {facts.namespace} --default-iam-role-arn ARN --iam-roles ARN "
-            "[the others to keep]) or pass iam_role= one of the associated roles"
+            "[the others to keep]: the two are updated together) or pass iam_role= one of the "
+            "associated roles"
         )
     if role.first in facts.roles:
         return None
@@ -760,7 +761,8 @@ def _role_problem(role: _Role, facts: NamespaceRoles, target: _Target) -> str | 
         f"IAM role {role.first}{chain} is not associated with {where}; roles associated: "
         f"{associated}{default}. Associate it (aws redshift-serverless update-namespace "
         f"--namespace-name {facts.namespace} --iam-roles {role.first} [and every role to "
-        "keep: the list replaces the current one]) or use one of those"
+        "keep: the list replaces the current one] --default-iam-role-arn "
+        f"{facts.default_role or role.first}: the two are updated together) or use one of those"
     )
 
 

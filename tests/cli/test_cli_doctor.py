@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
+
+import boto3
 
 from rsauth.sandbox import Sandbox
 from tests.cli.conftest import Cli
@@ -136,3 +139,33 @@ def test_a_workgroup_that_is_not_available(cli: Cli, sandbox: Sandbox) -> None:
     assert result.returncode == 1
     checks = report(result)
     assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is MODIFYING, not AVAILABLE")
+
+
+def test_a_custom_domain_is_checked_on_its_workgroups_port(cli: Cli, sandbox: Sandbox) -> None:
+    # The domain's workgroup comes from ListCustomDomainAssociations, its port from
+    # GetWorkgroup (botocore/data/redshift-serverless/2021-04-21/service-2.json).
+    client = boto3.client("redshift-serverless", region_name="us-west-2")
+    suffix = uuid.uuid4().hex[:8]
+    client.create_namespace(namespaceName=f"doctor-ns-{suffix}")
+    workgroup = client.create_workgroup(
+        workgroupName=f"doctor-{suffix}", namespaceName=f"doctor-ns-{suffix}"
+    )["workgroup"]
+    domain = f"doctor-{suffix}.example.com"
+    client.create_custom_domain_association(
+        workgroupName=f"doctor-{suffix}", customDomainName=domain,
+        customDomainCertificateArn="arn:aws:acm:us-west-2:123456789012:certificate/doctor-cert",
+    )
+    result = cli(
+        "doctor", "--custom-domain", domain,
+        extra_env={"AWS_REGION": "us-west-2"}, drop=["RSAUTH_WORKGROUP"],
+    )
+    checks = report(result)
+    assert checks["workgroup"] == (
+        "✓", f"custom domain {domain}: workgroup doctor-{suffix}, "
+        f"port {workgroup['endpoint']['port']}",
+    )
+    unknown = cli(
+        "doctor", "--custom-domain", f"nowhere-{suffix}.example.com",
+        extra_env={"AWS_REGION": "us-west-2"}, drop=["RSAUTH_WORKGROUP"],
+    )
+    assert report(unknown)["workgroup"][0] == "✗"

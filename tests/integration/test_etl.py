@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -44,19 +45,12 @@ def _trust() -> str:
 def set_roles(sb: Sandbox, roles: list[str], default: str | None) -> None:
     """Associate ``roles`` with the namespace, ``default`` its default role (None: no default).
 
-    The sandbox's UpdateNamespace takes a default role only among the roles, so "no
-    default" needs "" among them for one call.
+    UpdateNamespace takes iamRoles and defaultIamRoleArn together; the sandbox reads an
+    empty default as "none".
     """
-    plane = boto3.client("redshift-serverless")
-    if default is None:
-        plane.update_namespace(
-            namespaceName=sb.namespace, iamRoles=[*roles, ""], defaultIamRoleArn=""
-        )
-        plane.update_namespace(namespaceName=sb.namespace, iamRoles=roles)
-    else:
-        plane.update_namespace(
-            namespaceName=sb.namespace, iamRoles=roles, defaultIamRoleArn=default
-        )
+    boto3.client("redshift-serverless").update_namespace(
+        namespaceName=sb.namespace, iamRoles=roles, defaultIamRoleArn=default or ""
+    )
 
 
 @pytest.fixture
@@ -79,8 +73,10 @@ def world(sandbox: Sandbox) -> Iterator[None]:
     try:
         yield
     finally:
-        set_roles(sandbox, list(before.get("iamRoles", [])),
-                  before.get("defaultIamRoleArn") or None)
+        # GetNamespace writes each role as "IamRole(applyStatus=in-sync, iamRoleArn=<arn>)".
+        arns = [re.search(r"iamRoleArn=([^,)\s]+)", entry).group(1)  # type: ignore[union-attr]
+                for entry in before.get("iamRoles", [])]
+        set_roles(sandbox, arns, before.get("defaultIamRoleArn") or None)
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -93,22 +94,26 @@ def _world(sandbox_session: Sandbox) -> Iterator[None]:
         defaultIamRoleArn=LOADER,
     )
     yield
-    clear_default_role(plane, sandbox_session.namespace, before.get("iamRoles", []))
-    if before.get("defaultIamRoleArn"):
-        plane.update_namespace(
-            namespaceName=sandbox_session.namespace,
-            defaultIamRoleArn=before["defaultIamRoleArn"],
-        )
+    plane.update_namespace(
+        namespaceName=sandbox_session.namespace, iamRoles=role_arns(before),
+        defaultIamRoleArn=before.get("defaultIamRoleArn", ""),
+    )
+
+
+def role_arns(namespace: Mapping[str, Any]) -> list[str]:
+    """The ARNs of GetNamespace's iamRoles, which AWS writes as
+    "IamRole(applyStatus=in-sync, iamRoleArn=<arn>)"."""
+    return [re.search(r"iamRoleArn=([^,)\s]+)", entry).group(1)  # type: ignore[union-attr]
+            for entry in namespace.get("iamRoles", [])]
 
 
 def clear_default_role(plane: Any, namespace: str, roles: list[str]) -> None:
     """Leave ``roles`` associated and no default role.
 
-    The sandbox's UpdateNamespace accepts a default role only among the roles, so an
-    empty one ("no default") needs "" among them for one call.
+    UpdateNamespace takes iamRoles and defaultIamRoleArn together; the sandbox reads an
+    empty default as "none".
     """
-    plane.update_namespace(namespaceName=namespace, iamRoles=[*roles, ""], defaultIamRoleArn="")
-    plane.update_namespace(namespaceName=namespace, iamRoles=roles)
+    plane.update_namespace(namespaceName=namespace, iamRoles=roles, defaultIamRoleArn="")
 
 
 @pytest.fixture
@@ -469,7 +474,9 @@ def test_no_default_role_is_refused(db: Any, sandbox: Sandbox, s3: Any, prefix: 
         assert rows(db, "select default_iam_role()") == [(None,)]
         detail = refusal(db, f"copy {loaded} from 's3://{BUCKET}/{prefix}one.txt' iam_role default")
     finally:
-        plane.update_namespace(namespaceName=sandbox.namespace, defaultIamRoleArn=LOADER)
+        plane.update_namespace(
+            namespaceName=sandbox.namespace, iamRoles=[LOADER, READER], defaultIamRoleArn=LOADER
+        )
     assert detail["C"] == "XX000"
     assert detail["M"].startswith(
         f"IAM_ROLE default was given, but namespace {sandbox.namespace} has no default IAM role"

@@ -24,10 +24,12 @@ def serverless(**keys: str) -> RedshiftServerlessClient:
     return boto3.client("redshift-serverless", **keys)  # type: ignore[call-overload, no-any-return]
 
 
-def login(sb: Sandbox, user: str, password: str, database: str = "dev") -> Any:
+def login(
+    sb: Sandbox, user: str, password: str, database: str = "dev", port: int | None = None
+) -> Any:
     return redshift_connector.connect(
         host=sb.host,
-        port=sb.port,
+        port=port or sb.port,
         database=database,
         user=user,
         password=password,
@@ -254,7 +256,9 @@ def test_create_namespace_and_workgroup(sandbox: Sandbox) -> None:
         client.create_namespace(namespaceName="bad-ns2",
                                 defaultIamRoleArn="arn:aws:iam::123456789012:role/x")
     answer = client.get_credentials(workgroupName="reporting", dbName="reporting")
-    with login(sandbox, answer["dbUser"], answer["dbPassword"], database="reporting") as conn:
+    # On the workgroup's own port: its passwords are not valid on another workgroup's.
+    port = created["workgroup"]["endpoint"]["port"]
+    with login(sandbox, answer["dbUser"], answer["dbPassword"], "reporting", port) as conn:
         assert scalar(conn, "select current_database()") == "reporting"
     roles = ["arn:aws:iam::123456789012:role/loader"]
     updated = client.update_namespace(namespaceName="reporting-ns", iamRoles=roles,

@@ -122,7 +122,9 @@ class Aws:
         for stubber in (self.rs, self.sm, self.sts):
             stubber.activate()
 
-    def workgroup(self, name: str = "analytics", status: str = "AVAILABLE") -> None:
+    def workgroup(
+        self, name: str = "analytics", status: str = "AVAILABLE", port: int = 5439
+    ) -> None:
         self.rs.add_response(
             "get_workgroup",
             {
@@ -130,11 +132,20 @@ class Aws:
                     "workgroupName": name,
                     "namespaceName": "sales-ns",
                     "status": status,
-                    "endpoint": {"address": ENDPOINT, "port": 5439},
+                    "endpoint": {"address": ENDPOINT, "port": port},
                 }
             },
             {"workgroupName": name},
         )
+
+    def custom_domain(self, domain: str, workgroup: str = "analytics", port: int = 5439) -> None:
+        """ListCustomDomainAssociations finds the workgroup, GetWorkgroup its port."""
+        self.rs.add_response(
+            "list_custom_domain_associations",
+            {"associations": [{"workgroupName": workgroup, "customDomainName": domain}]},
+            {"customDomainName": domain},
+        )
+        self.workgroup(workgroup, port=port)
 
     def credentials(
         self,
@@ -275,12 +286,14 @@ def test_custom_domain_and_duration(broker: Broker, aws: Aws, driver: FakeDriver
         lifetime=3600,
         params={"customDomainName": "db.example.com", "dbName": "sales", "durationSeconds": 3600},
     )
+    aws.custom_domain("db.example.com", port=5441)
     credentials = broker.credentials(
         custom_domain="db.example.com", database="sales", duration=3600
     )
     aws.done()
     assert credentials.host == "db.example.com"
-    assert credentials.port == 5439
+    # The domain's workgroup's port, not 5439.
+    assert credentials.port == 5441
     assert credentials.database == "sales"
     # Counted one second short: the server's Date header has one-second resolution.
     assert credentials.expires_in == pytest.approx(3599)

@@ -32,7 +32,7 @@ from rsauth._aws import map_aws_error
 from rsauth._broker import DEFAULT_DATABASE, Broker, connection_origin
 from rsauth._cli._context import Context, cli_wording
 from rsauth._credentials import describe_remaining
-from rsauth._endpoint import DEFAULT_PORT
+from rsauth._endpoint import DEFAULT_PORT, find_custom_domain
 from rsauth._errors import NotFoundError, RsauthError
 from rsauth._sources import AwsContext
 from rsauth._sources.iam import IamSource
@@ -199,8 +199,7 @@ class Doctor:
         options = self.options
         if not options.workgroup:
             if options.custom_domain:
-                self._address = (options.custom_domain, DEFAULT_PORT)
-                return _Passed(f"custom domain {options.custom_domain} (no workgroup to look up)")
+                return self._check_custom_domain(options.custom_domain, options.port)
             return _Passed("none given: the endpoint comes from the secret")
         name = options.workgroup
         client = self._client()
@@ -232,6 +231,17 @@ class Doctor:
             int(endpoint.get("port") or workgroup.get("port") or DEFAULT_PORT),
         )
         return _Passed(f"{name} is AVAILABLE (namespace {self._namespace})")
+
+    def _check_custom_domain(self, domain: str, port: int | None) -> _Passed:
+        if port:
+            self._address = (domain, port)
+            return _Passed(f"custom domain {domain}, port {port} as given")
+        try:
+            found = find_custom_domain(self._client(), domain, self._aws())
+        except RsauthError as exc:
+            raise _Failed(str(exc), "check --custom-domain and --region") from exc
+        self._address = (domain, found.port)
+        return _Passed(f"custom domain {domain}: workgroup {found.name}, port {found.port}")
 
     def _known_workgroups(self, client: RedshiftServerlessClient) -> str:
         try:

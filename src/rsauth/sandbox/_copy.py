@@ -75,6 +75,7 @@ from rsauth.sandbox._s3copy import (
     read_rows,
     unload_body,
 )
+from rsauth.sandbox._version import redshift_show
 
 log = logging.getLogger("rsauth.sandbox.copy")
 
@@ -93,7 +94,7 @@ NOT_AUTHORIZED = "Not authorized to get credentials of role {arn}"
 CHAIN_REFUSED = "User {principal} is not authorized to assume IAM Role {arn}"
 NO_DEFAULT_ROLE = (
     "IAM_ROLE default was given, but namespace {namespace} has no default IAM role: set one "
-    "with UpdateNamespace(defaultIamRoleArn=...) or name a role ARN"
+    "with UpdateNamespace(iamRoles=[...], defaultIamRoleArn=...) or name a role ARN"
 )
 NO_CREDENTIALS = (
     "COPY and UNLOAD need authorization: IAM_ROLE default, IAM_ROLE '<role ARN>', "
@@ -420,6 +421,10 @@ class CopySession:
                 await self._batch_message(kind, data[offset + 5 : stop])
                 start = offset = stop
                 continue
+            if kind in b"QP" and (answer := redshift_show(kind, data[offset + 5 : stop])):
+                # SHOW server_version: PostgreSQL's setting is read-only; ask for Redshift's.
+                self._pg.write(data[start:offset] + answer)
+                start = stop
             if (kind in b"QP" and may_need_rewrite(_sql_of(kind, data, offset + 5, stop))) or (
                 kind in b"BDEC" and (self._statements or self._portals)
                 and self._names_ours(kind, data[offset + 5 : stop])

@@ -18,7 +18,9 @@ front"). Per client connection it
    socket (trust), relays its startup answers with ``server_version`` set to
    Redshift's, then relays both directions message by message.
 
-Sessions are never re-checked, so they outlive their password as on Redshift.
+Each workgroup has its own port (:meth:`Front.listen`, :attr:`Front.routes`), and
+each custom domain its own certificate, chosen by the name the client asks for
+(SNI). Sessions are never re-checked, so they outlive their password as on Redshift.
 Faults (refuse, reset, reset mid-handshake, delay) are injected through
 :attr:`Front.faults`. Log lines name events and users, never passwords.
 """
@@ -63,13 +65,13 @@ from rsauth.sandbox._pgwire import (
     quote_literal,
     startup_packet,
 )
+from rsauth.sandbox._version import REDSHIFT_SERVER_VERSION
 
 if TYPE_CHECKING:
     from rsauth.sandbox._copy import CopyUnload
 
 log = logging.getLogger("rsauth.sandbox.front")
 
-REDSHIFT_SERVER_VERSION = "8.0.2"
 
 # Startup parameters passed on to PostgreSQL, compared in lower case (PostgreSQL
 # treats setting names case-insensitively). Everything else is dropped.
@@ -312,6 +314,7 @@ class _Client:
 
     sock: socket.socket
     peer: str
+    workgroup: str | None = None  # served on the port the client came to, if routed
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     tls: bool = False
@@ -423,14 +426,21 @@ class Front:
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self._tls.load_cert_chain(certfile, keyfile)
+        self._tls.sni_callback = self._pick_certificate
+        # Custom domains' certificates by server name; read by the TLS handshake (a dict
+        # lookup), written by the control plane.
+        self._domains: dict[str, ssl.SSLContext] = {}
+        # The workgroup served on each port, set by whoever serves workgroups.
+        self.routes: dict[int, str] = {}
+        self._by_port: dict[int, int] = {}
         # Guards _counters: the loop thread counts while callers read stats().
         self._counter_lock = threading.Lock()
         self._counters = _Counters()
-        self._listener: socket.socket | None = None
+        self._listeners: dict[int, socket.socket] = {}
         self._port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._accept_task: asyncio.Task[None] | None = None
+        self._accept_tasks: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Backend key data (pid + secret) of live sessions, for CancelRequest; loop thread only.
         self._backend_keys: set[bytes] = set()
@@ -456,20 +466,68 @@ class Front:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> Front:
-        if self._thread is not None:
-            raise RuntimeError("the front is already started")
+    @property
+    def ports(self) -> list[int]:
+        """Every port listened on, the first one first."""
+        return list(self._listeners)
+
+    def _bind(self, port: int) -> socket.socket:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.host, self._requested_port))
+            listener.bind((self.host, port))
             listener.listen(128)
             listener.setblocking(False)
         except OSError:
             listener.close()
             raise
-        self._listener = listener
+        return listener
+
+    def listen(self, port: int = 0) -> int:
+        """Listen on one more port (0: a free one) and return it; OSError when taken."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the front is not started")
+        listener = self._bind(port)
+        bound = int(listener.getsockname()[1])
+        self._listeners[bound] = listener
+        asyncio.run_coroutine_threadsafe(self._begin(bound), loop).result()
+        log.debug("front listening on %s:%d", self.host, bound)
+        return bound
+
+    def add_certificate(self, server_name: str, certfile: str, keyfile: str) -> None:
+        """Present this certificate to clients that ask for ``server_name`` (SNI)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certfile, keyfile)
+        self._domains[server_name.lower()] = context
+
+    def remove_certificate(self, server_name: str) -> None:
+        self._domains.pop(server_name.lower(), None)
+
+    def _pick_certificate(
+        self, tls: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        context = self._domains.get((server_name or "").lower())
+        if context is not None:
+            tls.context = context
+
+    def connections_by_workgroup(self) -> dict[str, int]:
+        """Connections accepted on each workgroup's port since start or :meth:`reset`."""
+        with self._counter_lock:
+            counts = dict(self._by_port)
+        result: dict[str, int] = {}
+        for port, count in counts.items():
+            name = self.routes.get(port, str(port))
+            result[name] = result.get(name, 0) + count
+        return result
+
+    def start(self) -> Front:
+        if self._thread is not None:
+            raise RuntimeError("the front is already started")
+        listener = self._bind(self._requested_port)
         self._port = int(listener.getsockname()[1])
+        self._listeners[self._port] = listener
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="rsauth-front-admin"
         )
@@ -486,12 +544,14 @@ class Front:
         self._thread = threading.Thread(target=run, name="rsauth-front", daemon=True)
         self._thread.start()
         started.wait()
-        asyncio.run_coroutine_threadsafe(self._begin(), loop).result()
+        asyncio.run_coroutine_threadsafe(self._begin(self._port), loop).result()
         log.debug("front listening on %s:%d", self.host, self.port)
         return self
 
-    async def _begin(self) -> None:
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+    async def _begin(self, port: int) -> None:
+        self._accept_tasks[port] = asyncio.get_running_loop().create_task(
+            self._accept_loop(port)
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         loop, thread = self._loop, self._thread
@@ -504,20 +564,20 @@ class Front:
             thread.join(timeout)
         if not thread.is_alive():
             loop.close()
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self._listeners.values():
+            listener.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._loop = self._thread = self._executor = None
         log.debug("front stopped")
 
     async def _shutdown(self) -> None:
-        if self._accept_task is not None:
-            self._accept_task.cancel()
+        for accept in self._accept_tasks.values():
+            accept.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_task
-        if self._listener is not None:
-            self._listener.close()
+                await accept
+        for listener in self._listeners.values():
+            listener.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -557,6 +617,7 @@ class Front:
         self.faults.reset()
         with self._counter_lock:
             self._counters = _Counters(sessions_open=self._counters.sessions_open)
+            self._by_port.clear()
 
     def _count(self, name: str, delta: int = 1) -> None:
         with self._counter_lock:
@@ -564,17 +625,19 @@ class Front:
 
     # ----------------------------------------------------------------- accept
 
-    async def _accept_loop(self) -> None:
+    async def _accept_loop(self, port: int) -> None:
         loop = asyncio.get_running_loop()
-        assert self._listener is not None
+        listener = self._listeners[port]
         while True:
             try:
-                sock, address = await loop.sock_accept(self._listener)
+                sock, address = await loop.sock_accept(listener)
             except OSError:
                 log.debug("accept failed", exc_info=True)
                 await asyncio.sleep(0.05)
                 continue
             self._count("connections")
+            with self._counter_lock:
+                self._by_port[port] = self._by_port.get(port, 0) + 1
             # As PostgreSQL does: the relay writes one message at a time, and with Nagle's
             # algorithm each small write after the first would wait for the client's
             # delayed ACK (40 ms) — twice on a connection's first query.
@@ -582,12 +645,16 @@ class Front:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Drawn here, in accept order, so a seeded fraction repeats run to run.
             plan = self.faults.draw()
-            task = loop.create_task(self._handle(sock, f"{address[0]}", plan))
+            task = loop.create_task(
+                self._handle(sock, f"{address[0]}", plan, self.routes.get(port))
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, sock: socket.socket, peer: str, plan: _Plan) -> None:
-        client = _Client(sock, peer)
+    async def _handle(
+        self, sock: socket.socket, peer: str, plan: _Plan, workgroup: str | None = None
+    ) -> None:
+        client = _Client(sock, peer, workgroup)
         try:
             if plan.delay:
                 log.debug("fault: delaying a connection by %.3fs", plan.delay)
@@ -762,6 +829,10 @@ class Front:
         user_bytes = user.encode()
         expired_match = False
         for issued in self.passwords.candidates(user):
+            if None not in (issued.workgroup, client.workgroup) and (
+                issued.workgroup != client.workgroup
+            ):
+                continue  # issued for another workgroup: not a password of this one
             expected = md5_response(user_bytes, issued.password.encode(), salt)
             if hmac.compare_digest(expected, answer):
                 if not issued.expired(now):

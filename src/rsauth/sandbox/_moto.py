@@ -37,7 +37,30 @@ INTERNAL_SECRET = secrets.token_urlsafe(30)
 def moto_wsgi_app() -> Any:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    _aws_user_ids()
     return DomainDispatcherApplication(create_backend_app)
+
+
+def _aws_user_ids() -> None:
+    """Give IAM users ids in AWS's form, ``AIDA`` and 17 more characters.
+
+    IAM's unique ids start with a prefix naming the kind (``AIDA`` user, ``AROA`` role),
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-unique-ids;
+    moto gives roles ``AROA...`` ids already but users 20 random lower-case characters.
+    """
+    from moto.iam import models
+    from moto.iam.utils import generate_access_key_id_from_account_id
+
+    original = models.User.__init__
+    if getattr(original, "_rsauth_aws_ids", False):
+        return
+
+    def init(self: Any, account_id: str, *args: Any, **kwargs: Any) -> None:
+        original(self, account_id, *args, **kwargs)
+        self.id = generate_access_key_id_from_account_id(account_id, "AIDA", total_length=21)
+
+    init._rsauth_aws_ids = True  # type: ignore[attr-defined]  # marks the patch as applied
+    models.User.__init__ = init  # type: ignore[method-assign]  # moto offers no hook for ids
 
 
 class MotoBridge:
@@ -52,20 +75,21 @@ class MotoBridge:
         self._session_keys: dict[str, SigningKey] = {}
         self._iam_sts: tuple[Any, Any] | None = None
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str, region: str | None = None) -> Any:
+        region = region or self.region
         with self._lock:
-            client = self._clients.get(service)
+            client = self._clients.get(f"{service}@{region}")
             if client is None:
                 client = boto3.session.Session(
                     aws_access_key_id=INTERNAL_KEY_ID,
                     aws_secret_access_key=INTERNAL_SECRET,
-                    region_name=self.region,
+                    region_name=region,
                 ).client(
                     service,  # type: ignore[call-overload]
                     endpoint_url=self.endpoint_url,
                     config=Config(user_agent_extra=INTERNAL_AGENT, retries={"max_attempts": 1}),
                 )
-                self._clients[service] = client
+                self._clients[f"{service}@{region}"] = client
             return client
 
     @property
@@ -207,12 +231,14 @@ class MotoBridge:
 
     # -- secrets ----------------------------------------------------------------------
 
-    def put_secret(self, name: str, document: str) -> str:
-        """Create the secret, or give it a new AWSCURRENT version; returns its ARN."""
+    def put_secret(self, name: str, document: str, *, region: str | None = None) -> str:
+        """Create the secret in ``region`` (default: the sandbox's), or give it a new
+        AWSCURRENT version; returns its ARN. moto keeps secrets per region, as AWS does."""
+        secrets: SecretsManagerClient = self._client("secretsmanager", region)
         try:
-            return self.secrets.create_secret(Name=name, SecretString=document)["ARN"]
-        except self.secrets.exceptions.ResourceExistsException:
-            return self.secrets.put_secret_value(SecretId=name, SecretString=document)["ARN"]
+            return secrets.create_secret(Name=name, SecretString=document)["ARN"]
+        except secrets.exceptions.ResourceExistsException:
+            return secrets.put_secret_value(SecretId=name, SecretString=document)["ARN"]
 
     def stages(self, secret_id: str) -> dict[str, list[str]]:
         versions = self.secrets.describe_secret(SecretId=secret_id)["VersionIdsToStages"]

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from rsauth.sandbox._moto import MotoBridge, moto_wsgi_app
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._plane import AwsApplication, Caller, ControlPlane, generate_password
 from rsauth.sandbox._postgres import PostgresServer
+from rsauth.sandbox._version import VERSION_FUNCTION
 
 log = logging.getLogger("rsauth.sandbox")
 
@@ -109,6 +111,8 @@ class SandboxServer:
         self._outage_lock = threading.Lock()
         self._outage_timer: threading.Timer | None = None
         self._rotations: dict[str, str] = {}
+        # Serialises port choices: two workgroups created at once must not race for one port.
+        self._serve_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -123,6 +127,8 @@ class SandboxServer:
     def _start(self) -> None:
         self.postgres = PostgresServer(self.workdir)
         self.postgres.start()
+        for database in ("template1", "postgres"):  # every database made later copies template1
+            self._sql(VERSION_FUNCTION, database)
         certfile, keyfile = self._make_certificates()
         self.front = Front(
             pg_socket_path=self.postgres.socket_path,
@@ -140,6 +146,7 @@ class SandboxServer:
             passwords=self.passwords,
             database=self._sql,
             faults=self.plane_faults,
+            wire=self,
         )
         self.gate = Gate(self.moto, self.plane, enforce_iam=self.enforce_iam)
         self.aws = _Http(AwsApplication(self.plane, moto_wsgi_app(), self.gate))
@@ -163,6 +170,7 @@ class SandboxServer:
         import trustme
 
         ca = trustme.CA(organization_name="rsauth sandbox")
+        self._ca = ca
         # For the endpoint name only, as Redshift's certificate is: an IP address does not verify.
         cert = ca.issue_cert("localhost")
         self.ca_path = self.workdir / "sandbox-ca.pem"
@@ -174,6 +182,44 @@ class SandboxServer:
         cert.private_key_pem.write_to_path(str(keyfile))
         keyfile.chmod(0o600)
         return certfile, keyfile
+
+    # -- the wire side of workgroups (rsauth.sandbox._plane.Wire) ----------------------
+
+    def serve(self, workgroup: str, port: int | None) -> int:
+        """The first workgroup asking no port gets the front's own port; every other one
+        its own listener, on ``port`` when that is free on this machine, else a free one."""
+        assert self.front is not None
+        with self._serve_lock:
+            if port is None and not self.front.routes:
+                served = self.front.port
+            else:
+                try:
+                    served = self.front.listen(port or 0)
+                except OSError:
+                    log.info("port %s is taken: workgroup %s gets a free one", port, workgroup)
+                    served = self.front.listen(0)
+            self.front.routes[served] = workgroup
+        return served
+
+    def add_domain(self, domain: str) -> float:
+        """Issue a certificate for ``domain`` from the sandbox CA; the front presents it."""
+        assert self.front is not None
+        expiry = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=395)
+        cert = self._ca.issue_cert(domain, not_after=expiry)
+        folder = self.workdir / "domains"
+        folder.mkdir(exist_ok=True)
+        certfile, keyfile = folder / f"{domain}.pem", folder / f"{domain}.key"
+        cert.private_key_pem.write_to_path(str(keyfile))
+        keyfile.chmod(0o600)
+        cert.cert_chain_pems[0].write_to_path(str(certfile))
+        for extra in cert.cert_chain_pems[1:]:
+            extra.write_to_path(str(certfile), append=True)
+        self.front.add_certificate(domain, str(certfile), str(keyfile))
+        return expiry.timestamp()
+
+    def remove_domain(self, domain: str) -> None:
+        assert self.front is not None
+        self.front.remove_certificate(domain)
 
     def _bootstrap(self) -> None:
         """A new account with default settings: one namespace, one workgroup, one admin."""
@@ -188,7 +234,7 @@ class SandboxServer:
             ),
         )
         self.creator_keys = (key_id, secret)
-        caller = Caller(key_id, arn)
+        caller = Caller(key_id, arn, REGION)
         self.plane.create_namespace(
             caller,
             {
@@ -384,7 +430,11 @@ class SandboxServer:
 
     def front_stats(self) -> dict[str, Any]:
         assert self.front is not None
-        return {**self.front.stats(), "injected": self.front.faults.injected()}
+        return {
+            **self.front.stats(),
+            "injected": self.front.faults.injected(),
+            "by_workgroup": self.front.connections_by_workgroup(),
+        }
 
     def plane_stats(self) -> dict[str, Any]:
         return {"injected": dict(self.plane_faults.injected)}
