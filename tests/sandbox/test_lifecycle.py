@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,8 @@ def _wait_gone(pids: set[int], ports: list[int], timeout: float = 30) -> None:
 
 def _ports(sb: Sandbox) -> list[int]:
     aws = int(sb.aws_url.rsplit(":", 1)[1])
-    admin = int(sb.admin_url.rsplit(":", 1)[1])
+    admin = urllib.parse.urlsplit(sb.admin_url).port
+    assert admin is not None
     return [sb.port, aws, admin]
 
 
@@ -104,7 +106,8 @@ def test_a_killed_parent_takes_the_sandbox_with_it(tmp_path: Path) -> None:
         import json, sys, time
         from rsauth.sandbox import Sandbox
         sb = Sandbox().start()
-        ports = [sb.port, int(sb.aws_url.rsplit(":", 1)[1]), int(sb.admin_url.rsplit(":", 1)[1])]
+        admin = urllib.parse.urlsplit(sb.admin_url).port
+        ports = [sb.port, int(sb.aws_url.rsplit(":", 1)[1]), admin]
         print(json.dumps({"pid": sb.pid, "ports": ports}), flush=True)
         time.sleep(600)
     """))

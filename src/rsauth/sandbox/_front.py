@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from rsauth.sandbox._idle import IdleResume
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._pgwire import (
     AUTH_MD5,
@@ -315,6 +316,7 @@ class _Client:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     tls: bool = False
+    admitted: bool = False  # passed the idle/resume gate; leaves it when the connection ends
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -417,6 +419,8 @@ class Front:
         self.require_tls = require_tls
         self.handshake_timeout = handshake_timeout
         self.faults = FrontFaults()
+        # A workgroup that sleeps when idle (rsauth.sandbox._idle); off until configured.
+        self.idle = IdleResume()
         # COPY/UNLOAD from and to S3 (rsauth.sandbox._copy); None relays every statement as is.
         self.copy_unload: CopyUnload | None = None
         self._requested_port = port
@@ -474,6 +478,7 @@ class Front:
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(_quiet_exception_handler)
         self._loop = loop
+        self.idle.bind(loop)
         started = threading.Event()
 
         def run() -> None:
@@ -510,6 +515,7 @@ class Front:
         log.debug("front stopped")
 
     async def _shutdown(self) -> None:
+        self.idle.finish_now()
         if self._accept_task is not None:
             self._accept_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -549,6 +555,13 @@ class Front:
             }
         counts.update({f"fault_{kind}": n for kind, n in self.faults.injected().items()})
         return counts
+
+    def set_idle_resume(self, seconds: float, *, idle_after: float = 60.0) -> None:
+        """Sleep after ``idle_after`` seconds without a connection; resume in ``seconds``.
+
+        ``seconds=0`` turns it off. See :class:`rsauth.sandbox._idle.IdleResume`.
+        """
+        self.idle.configure(seconds, idle_after)
 
     def reset(self) -> None:
         """Clear every fault and every count (open sessions stay open and counted)."""
@@ -598,7 +611,9 @@ class Front:
                 log.debug("fault: resetting a connection after accept")
                 _abort_with_rst(sock)
                 return
-            upstream = await asyncio.wait_for(self._open(client, plan), self.handshake_timeout)
+            # A connection held while the workgroup resumes gets the resume time on top.
+            timeout = self.handshake_timeout + self.idle.seconds
+            upstream = await asyncio.wait_for(self._open(client, plan), timeout)
             if upstream is None:
                 return
             await self._relay(client, upstream)
@@ -616,6 +631,8 @@ class Front:
         except Exception:
             log.exception("front session failed")
         finally:
+            if client.admitted:
+                self.idle.leave()
             await _close_client(client)
 
     # ----------------------------------------------------------------- startup
@@ -652,6 +669,12 @@ class Front:
             else:
                 body = await client.reader.readexactly(length - 4)
             code = _INT32.unpack_from(body)[0]
+            if not client.admitted and (
+                code == SSL_REQUEST or code >> 16 == PROTOCOL_3_0 >> 16
+            ):
+                # A sleeping workgroup answers once it has resumed; the client waits.
+                await self.idle.admit()
+                client.admitted = True
             if code == SSL_REQUEST:
                 if client.tls:
                     raise ProtocolViolation("SSLRequest inside TLS")

@@ -7,8 +7,10 @@ foreground (``python -m rsauth.sandbox``) or as the child process behind
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -104,6 +106,8 @@ class SandboxServer:
         self._outage_lock = threading.Lock()
         self._outage_timer: threading.Timer | None = None
         self._rotations: dict[str, str] = {}
+        # The admin API's credential, carried in its URL's path (AdminApplication).
+        self.admin_token = secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -213,8 +217,9 @@ class SandboxServer:
 
     @property
     def admin_url(self) -> str:
+        """The admin API's base URL, token included: POST ``<admin_url>/<operation>``."""
         assert self.admin is not None
-        return f"http://127.0.0.1:{self.admin.port}"
+        return f"http://127.0.0.1:{self.admin.port}/{self.admin_token}"
 
     def env(self) -> dict[str, str]:
         env = {f"AWS_ENDPOINT_URL_{service}": self.aws_url for service in _AWS_SERVICES}
@@ -367,7 +372,16 @@ class SandboxServer:
 
     def front_stats(self) -> dict[str, Any]:
         assert self.front is not None
-        return {**self.front.stats(), "injected": self.front.faults.injected()}
+        return {
+            **self.front.stats(),
+            "injected": self.front.faults.injected(),
+            "idle": self.front.idle.snapshot(),
+        }
+
+    def set_idle_resume(self, seconds: float, idle_after: float = 60.0) -> None:
+        """Sleep after ``idle_after`` seconds without a session, resume in ``seconds`` (0: off)."""
+        assert self.front is not None
+        self.front.set_idle_resume(seconds, idle_after=idle_after)
 
     def plane_stats(self) -> dict[str, Any]:
         return {"injected": dict(self.plane_faults.injected)}
@@ -437,6 +451,7 @@ class SandboxServer:
         self.plane_faults.reset()
         self.reset_calls()
         self.front.reset()
+        self.front.set_idle_resume(0)
         self.plane.lifetime_override = None
         with self._outage_lock:
             if self._outage_timer is not None:
@@ -451,7 +466,16 @@ class SandboxServer:
 
 
 class AdminApplication:
-    """``POST /<operation>`` with a JSON object of keyword arguments; JSON answers."""
+    """``POST /<token>/<operation>`` with a JSON object of keyword arguments; JSON answers.
+
+    The API runs SQL as the database superuser and hands out passwords, so it
+    answers only requests that a web page cannot forge: the per-sandbox token
+    in the path (compared in constant time), ``Content-Type: application/json``
+    (a page's form or ``text/plain`` POST needs no CORS preflight, a JSON one
+    does), no ``Origin`` header (browsers send one on cross-origin POSTs; curl
+    and urllib do not) and a ``Host`` naming the loopback port it listens on
+    (DNS rebinding sends the attacker's host name).
+    """
 
     def __init__(self, server: SandboxServer) -> None:
         self.server = server
@@ -481,11 +505,36 @@ class AdminApplication:
             "front_fault": server.front_fault,
             "front_stats": server.front_stats,
             "plane_stats": server.plane_stats,
+            "set_idle_resume": server.set_idle_resume,
         }
+
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """Why the request is refused (HTTP status, text), or None when it may run."""
+        if "Origin" in request.headers:
+            return 403, "requests from web pages (with an Origin header) are refused"
+        assert self.server.admin is not None
+        port = self.server.admin.port
+        if request.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            return 403, f"the Host header must be 127.0.0.1:{port} or localhost:{port}"
+        token, _, _ = request.path.lstrip("/").partition("/")
+        if not hmac.compare_digest(token.encode(), self.server.admin_token.encode()):
+            return 403, "the admin URL's token is missing or wrong: use the URL the sandbox printed"
+        if request.method != "POST":
+            return 405, "use POST with a JSON object of keyword arguments"
+        if request.mimetype != "application/json":
+            return 415, "the body must be JSON, sent with Content-Type: application/json"
+        return None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
-        name = request.path.strip("/")
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status, text = refusal
+            response = Response(
+                json.dumps({"error": text}), status=status, content_type="application/json"
+            )
+            return response(environ, start_response)
+        name = request.path.lstrip("/").partition("/")[2].strip("/")
         operation = self.operations().get(name)
         if operation is None:
             response = Response(
