@@ -566,6 +566,7 @@ class Front:
     def reset(self) -> None:
         """Clear every fault and every count (open sessions stay open and counted)."""
         self.faults.reset()
+        self.idle.reset_counts()
         with self._counter_lock:
             self._counters = _Counters(sessions_open=self._counters.sessions_open)
 

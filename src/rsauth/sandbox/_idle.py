@@ -167,6 +167,12 @@ class IdleResume:
         else:
             resume.timer = self._loop.call_later(remaining, self._finish, resume)
 
+    def reset_counts(self) -> None:
+        """Zero the totals (``held_total``, ``resumes``); open and held connections stay."""
+        with self._lock:
+            self._held_total = self._held
+            self._resumes = 1 if self._resume is not None else 0
+
     def finish_now(self) -> None:
         """End a resume under way at once (the front stopping)."""
         with self._lock:
