@@ -103,7 +103,7 @@ def test_exception_in_with_block_stops_everything() -> None:
 def test_a_killed_parent_takes_the_sandbox_with_it(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent("""
-        import json, sys, time
+        import json, sys, time, urllib.parse
         from rsauth.sandbox import Sandbox
         sb = Sandbox().start()
         admin = urllib.parse.urlsplit(sb.admin_url).port
