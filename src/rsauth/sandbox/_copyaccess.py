@@ -11,10 +11,11 @@ from threads.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -23,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth.sandbox._copy import NamespaceRoles, S3Error
 from rsauth.sandbox._moto import INTERNAL_AGENT, MotoBridge
+from rsauth.sandbox._sysviews import LoadErrorRow
 
 if TYPE_CHECKING:
     from rsauth.sandbox._plane import ControlPlane
@@ -31,9 +33,16 @@ if TYPE_CHECKING:
 class SandboxCopyAccess:
     """The :class:`rsauth.sandbox._copy.CopyBackend` of a running sandbox."""
 
-    def __init__(self, plane: ControlPlane, moto: MotoBridge) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        moto: MotoBridge,
+        sql: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.plane = plane
         self.moto = moto
+        # Runs a statement as the PostgreSQL superuser in a database: (statement, database).
+        self._sql = sql
         # Guards the lazily created S3 client, shared by the front's threads.
         self._lock = threading.Lock()
         self._s3: Any = None
@@ -51,7 +60,16 @@ class SandboxCopyAccess:
                 return NamespaceRoles("", None, ())
             return NamespaceRoles(chosen.name, chosen.default_iam_role_arn, tuple(chosen.iam_roles))
 
-    def role_trusts(self, role_arn: str, principal_arn: str) -> bool:
+    def role_trusts(self, role_arn: str, principal: str) -> bool:
+        """Whether the role's trust policy lets ``principal`` (an ARN or a service) assume it.
+
+        As IAM evaluates a trust policy: a matching Deny wins, else a matching
+        Allow is needed. ``Principal`` is ``"*"`` or a map of ``AWS`` / ``Service``
+        to a string or a list; actions match with ``*`` and ``?``, case-insensitively
+        (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_principal.html,
+        reference_policies_evaluation-logic.html). Conditions are not evaluated: a
+        statement with one counts as matching.
+        """
         name = role_arn.split(":role/", 1)[-1].rsplit("/", 1)[-1]
         try:
             document = self.moto.iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
@@ -63,18 +81,23 @@ class SandboxCopyAccess:
         statements = policy.get("Statement", []) if isinstance(policy, dict) else []
         if isinstance(statements, dict):
             statements = [statements]
-        account = principal_arn.split(":")[4] if principal_arn.count(":") >= 5 else ""
         allowed = False
         for statement in statements:
+            if not isinstance(statement, dict):
+                continue
             if not _allows_assume_role(statement.get("Action")):
                 continue
-            if not _names_principal(statement.get("Principal"), principal_arn, account):
+            if not _names_principal(statement.get("Principal"), principal):
                 continue
             if statement.get("Effect") == "Deny":
                 return False
             if statement.get("Effect") == "Allow":
                 allowed = True
         return allowed
+
+    def record_load_error(self, database: str, row: LoadErrorRow) -> None:
+        if self._sql is not None:
+            self._sql(row.insert(), database)
 
     def check_access_key(self, access_key_id: str, secret: str, token: str | None) -> str | None:
         from moto.iam.models import iam_backends
@@ -171,16 +194,27 @@ _S3_MESSAGES = {
 def _allows_assume_role(action: Any) -> bool:
     actions = action if isinstance(action, list) else [action]
     return any(
-        isinstance(a, str) and a.lower() in ("sts:assumerole", "sts:*", "*") for a in actions
+        isinstance(a, str) and fnmatch.fnmatchcase("sts:assumerole", a.lower()) for a in actions
     )
 
 
-def _names_principal(principal: Any, arn: str, account: str) -> bool:
-    if principal == "*":
+def _names_principal(element: Any, principal: str) -> bool:
+    """Whether a statement's ``Principal`` names ``principal`` (an ARN or a service)."""
+    # "Principal": "*" and {"AWS": "*"} both mean everyone.
+    if element == "*":
         return True
-    if not isinstance(principal, dict):
+    if not isinstance(element, dict):
         return False
-    names = principal.get("AWS", [])
-    names = names if isinstance(names, list) else [names]
-    accepted = {arn, "*", account, f"arn:aws:iam::{account}:root"}
-    return any(name in accepted for name in names)
+
+    def names(key: str) -> list[str]:
+        value = element.get(key, [])
+        values = value if isinstance(value, list) else [value]
+        return [v for v in values if isinstance(v, str)]
+
+    if "*" in names("AWS"):
+        return True
+    if not principal.startswith("arn:"):
+        return principal.lower() in {name.lower() for name in names("Service")}
+    account = principal.split(":")[4] if principal.count(":") >= 5 else ""
+    accepted = {principal, account, f"arn:aws:iam::{account}:root"}
+    return any(name in accepted for name in names("AWS"))

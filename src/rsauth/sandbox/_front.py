@@ -334,6 +334,7 @@ class _Upstream:
     ready: bytes
     key: bytes | None  # BackendKeyData body (pid + secret), for CancelRequest
     database: str = ""
+    user: str = ""
 
 
 @dataclass
@@ -858,7 +859,9 @@ class Front:
             pg_writer.write(startup_packet(kept))
             await pg_writer.drain()
             upstream = await self._read_startup(client, pg_reader, pg_writer)
-            return dataclasses.replace(upstream, database=kept.get("database") or user)
+            return dataclasses.replace(
+                upstream, database=kept.get("database") or user, user=user
+            )
         except BaseException:
             pg_writer.transport.abort()
             raise
@@ -915,7 +918,8 @@ class Front:
                 upstream = asyncio.ensure_future(_pump(client.reader, pg.writer))
                 downstream = asyncio.ensure_future(_pump(pg.reader, client.writer))
             else:
-                session = self.copy_unload.session(pg.database)
+                pid = _INT32.unpack_from(pg.key)[0] if pg.key is not None else 0
+                session = self.copy_unload.session(pg.database, pg.user, pid)
                 upstream = asyncio.ensure_future(
                     session.client_to_server(client.reader, pg.writer, client.writer)
                 )

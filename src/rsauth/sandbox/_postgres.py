@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rsauth.sandbox._pgwire import AdminSession, PgError
+from rsauth.sandbox._sysviews import INSTALL as SYSTEM_VIEWS
 
 log = logging.getLogger("rsauth.sandbox")
 
@@ -336,6 +337,10 @@ class PostgresServer:
                     self.stop()
                     raise RuntimeError("PostgreSQL did not accept connections in time") from None
                 time.sleep(0.05)
+        # Redshift's system views; databases created later copy them from template1.
+        for database in ("template1", "postgres"):
+            with AdminSession(self.socket_path, database=database) as admin:
+                admin.execute(SYSTEM_VIEWS)
         log.debug("PostgreSQL started from %s", self.bindir)
 
     def admin(self, database: str = "postgres") -> AdminSession:

@@ -144,7 +144,7 @@ class SandboxServer:
         self.aws.start()
         self.moto.endpoint_url = self.aws_url
         # COPY/UNLOAD on the wire front reach S3, IAM and the namespaces through this.
-        self.front.copy_unload = CopyUnload(SandboxCopyAccess(self.plane, self.moto))
+        self.front.copy_unload = CopyUnload(SandboxCopyAccess(self.plane, self.moto, self._sql))
         self._bootstrap()
         self.admin = _Http(AdminApplication(self))
         self.admin.start()
