@@ -60,7 +60,8 @@ def idle(sb: Sandbox) -> dict[str, Any]:
 
 
 def credentials() -> tuple[str, str]:
-    answer = boto3.client("redshift-serverless").get_credentials(
+    # A session of its own: boto3's default one may hold another sandbox's keys.
+    answer = boto3.session.Session().client("redshift-serverless").get_credentials(
         workgroupName="default-workgroup"
     )
     return answer["dbUser"], answer["dbPassword"]
