@@ -20,7 +20,8 @@ front"). Per client connection it
 
 Sessions are never re-checked, so they outlive their password as on Redshift.
 Faults (refuse, reset, reset mid-handshake, delay) are injected through
-:attr:`Front.faults`. Log lines name events and users, never passwords.
+:attr:`Front.faults`; a workgroup that sleeps (:attr:`Front.idle`) holds the
+answer to a connection's first packet while it resumes. Log lines name events and users, never passwords.
 """
 
 from __future__ import annotations
