@@ -149,6 +149,7 @@ class Sandbox:
 
     @property
     def admin_url(self) -> str:
+        """The admin API's base URL, its secret token included: keep it private."""
         return str(self._fact("admin_url"))
 
     @property
