@@ -266,7 +266,7 @@ def test_a_bad_row_is_a_load_error_with_redshifts_detail(conn: Any, prefix: str)
         etl.copy(conn, table, f"s3://{BUCKET}/{key}")
     assert not isinstance(caught.value, rsauth.IamRoleError)
     text = str(caught.value)
-    assert "failed.  Check 'stl_load_errors' system table for details." in text
+    assert "failed. Check 'sys_load_error_detail' system table for details." in text
     assert "line_number: 2" in text
     assert "roll back" in text
     conn.rollback()

@@ -159,6 +159,7 @@ class Sandbox:
 
     @property
     def admin_url(self) -> str:
+        """The admin API's base URL, its secret token included: keep it private."""
         return str(self._fact("admin_url"))
 
     @property
@@ -277,8 +278,21 @@ class Sandbox:
         self._call("front_fault", kind=kind, count=count, fraction=fraction, seconds=seconds,
                    stage=stage, seed=seed)
 
+    def set_idle_resume(self, seconds: float, *, idle_after: float = 60.0) -> None:
+        """Make the workgroup sleep after ``idle_after`` seconds with no open connection.
+
+        A sleeping workgroup accepts its next connection at once but answers its
+        SSL request only after ``seconds``, as Serverless does while it resumes
+        compute; connections arriving meanwhile wait too, none is refused.
+        ``seconds=0`` turns it off (and ends a resume under way); ``idle_after=0``
+        puts an idle workgroup to sleep now. ``front_stats()["idle"]`` shows the
+        state (``off``, ``awake``, ``asleep``, ``resuming``) and the connections
+        held. :meth:`reset` turns it off.
+        """
+        self._call("set_idle_resume", seconds=seconds, idle_after=idle_after)
+
     def front_stats(self) -> dict[str, Any]:
-        """Connections accepted, logins made and refused, faults injected."""
+        """Connections accepted, logins made and refused, faults injected, idle state."""
         result: dict[str, Any] = self._call("front_stats")
         return result
 

@@ -28,7 +28,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             "until Ctrl-C or SIGTERM."
         ),
         epilog="Run it in one terminal, paste the export lines into another, then run "
-        "your code there. The admin API address it prints takes fault-injection commands.",
+        "your code there. The admin API address it prints (a secret token in its path) "
+        "takes fault-injection commands as JSON POSTs.",
     )
     parser.add_argument("--seed", type=int, help="seed for fault injection, so runs repeat")
     parser.add_argument(
@@ -83,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"# workgroup {facts['workgroup']}, namespace {facts['namespace']}, "
                 f"database {facts['database']}, endpoint {facts['host']}:{facts['port']}"
             )
-            print(f"# admin API: {facts['admin_url']}  (POST /<operation>, JSON body)")
+            # The URL holds the admin API's token: whoever has it can run SQL as superuser.
+            print(
+                f"# admin API: {facts['admin_url']}  (POST <admin API>/<operation>, "
+                "Content-Type: application/json)"
+            )
             print("# Ctrl-C stops it.", flush=True)
         while not stop.wait(0.5):
             pass

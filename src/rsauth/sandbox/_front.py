@@ -22,7 +22,8 @@ Each workgroup has its own port (:meth:`Front.listen`, :attr:`Front.routes`), an
 each custom domain its own certificate, chosen by the name the client asks for
 (SNI). Sessions are never re-checked, so they outlive their password as on Redshift.
 Faults (refuse, reset, reset mid-handshake, delay) are injected through
-:attr:`Front.faults`. Log lines name events and users, never passwords.
+:attr:`Front.faults`; a workgroup that sleeps (:attr:`Front.idle`) holds the
+answer to a connection's first packet while it resumes. Log lines name events and users, never passwords.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from rsauth.sandbox._idle import IdleResume
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._pgwire import (
     AUTH_MD5,
@@ -318,6 +320,7 @@ class _Client:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     tls: bool = False
+    admitted: bool = False  # passed the idle/resume gate; leaves it when the connection ends
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -335,6 +338,7 @@ class _Upstream:
     ready: bytes
     key: bytes | None  # BackendKeyData body (pid + secret), for CancelRequest
     database: str = ""
+    user: str = ""
 
 
 @dataclass
@@ -420,6 +424,8 @@ class Front:
         self.require_tls = require_tls
         self.handshake_timeout = handshake_timeout
         self.faults = FrontFaults()
+        # A workgroup that sleeps when idle (rsauth.sandbox._idle); off until configured.
+        self.idle = IdleResume()
         # COPY/UNLOAD from and to S3 (rsauth.sandbox._copy); None relays every statement as is.
         self.copy_unload: CopyUnload | None = None
         self._requested_port = port
@@ -534,6 +540,7 @@ class Front:
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(_quiet_exception_handler)
         self._loop = loop
+        self.idle.bind(loop)
         started = threading.Event()
 
         def run() -> None:
@@ -572,6 +579,7 @@ class Front:
         log.debug("front stopped")
 
     async def _shutdown(self) -> None:
+        self.idle.finish_now()
         for accept in self._accept_tasks.values():
             accept.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -612,9 +620,17 @@ class Front:
         counts.update({f"fault_{kind}": n for kind, n in self.faults.injected().items()})
         return counts
 
+    def set_idle_resume(self, seconds: float, *, idle_after: float = 60.0) -> None:
+        """Sleep after ``idle_after`` seconds without a connection; resume in ``seconds``.
+
+        ``seconds=0`` turns it off. See :class:`rsauth.sandbox._idle.IdleResume`.
+        """
+        self.idle.configure(seconds, idle_after)
+
     def reset(self) -> None:
         """Clear every fault and every count (open sessions stay open and counted)."""
         self.faults.reset()
+        self.idle.reset_counts()
         with self._counter_lock:
             self._counters = _Counters(sessions_open=self._counters.sessions_open)
             self._by_port.clear()
@@ -667,7 +683,9 @@ class Front:
                 log.debug("fault: resetting a connection after accept")
                 _abort_with_rst(sock)
                 return
-            upstream = await asyncio.wait_for(self._open(client, plan), self.handshake_timeout)
+            # A connection held while the workgroup resumes gets the resume time on top.
+            timeout = self.handshake_timeout + self.idle.seconds
+            upstream = await asyncio.wait_for(self._open(client, plan), timeout)
             if upstream is None:
                 return
             await self._relay(client, upstream)
@@ -685,6 +703,8 @@ class Front:
         except Exception:
             log.exception("front session failed")
         finally:
+            if client.admitted:
+                self.idle.leave()
             await _close_client(client)
 
     # ----------------------------------------------------------------- startup
@@ -721,6 +741,12 @@ class Front:
             else:
                 body = await client.reader.readexactly(length - 4)
             code = _INT32.unpack_from(body)[0]
+            if not client.admitted and (
+                code == SSL_REQUEST or code >> 16 == PROTOCOL_3_0 >> 16
+            ):
+                # A sleeping workgroup answers once it has resumed; the client waits.
+                await self.idle.admit()
+                client.admitted = True
             if code == SSL_REQUEST:
                 if client.tls:
                     raise ProtocolViolation("SSLRequest inside TLS")
@@ -929,7 +955,9 @@ class Front:
             pg_writer.write(startup_packet(kept))
             await pg_writer.drain()
             upstream = await self._read_startup(client, pg_reader, pg_writer)
-            return dataclasses.replace(upstream, database=kept.get("database") or user)
+            return dataclasses.replace(
+                upstream, database=kept.get("database") or user, user=user
+            )
         except BaseException:
             pg_writer.transport.abort()
             raise
@@ -986,7 +1014,8 @@ class Front:
                 upstream = asyncio.ensure_future(_pump(client.reader, pg.writer))
                 downstream = asyncio.ensure_future(_pump(pg.reader, client.writer))
             else:
-                session = self.copy_unload.session(pg.database)
+                pid = _INT32.unpack_from(pg.key)[0] if pg.key is not None else 0
+                session = self.copy_unload.session(pg.database, pg.user, pid)
                 upstream = asyncio.ensure_future(
                     session.client_to_server(client.reader, pg.writer, client.writer)
                 )

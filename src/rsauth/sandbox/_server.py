@@ -7,8 +7,10 @@ foreground (``python -m rsauth.sandbox``) or as the child process behind
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -113,6 +115,8 @@ class SandboxServer:
         self._rotations: dict[str, str] = {}
         # Serialises port choices: two workgroups created at once must not race for one port.
         self._serve_lock = threading.Lock()
+        # The admin API's credential, carried in its URL's path (AdminApplication).
+        self.admin_token = secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -154,7 +158,7 @@ class SandboxServer:
         self.moto.endpoint_url = self.aws_url
         # COPY/UNLOAD on the wire front reach S3, IAM and the namespaces through this.
         self.front.copy_unload = CopyUnload(
-            SandboxCopyAccess(self.plane, self.moto, self.gate)
+            SandboxCopyAccess(self.plane, self.moto, self.gate, self._sql)
         )
         self._bootstrap()
         self.admin = _Http(AdminApplication(self))
@@ -275,8 +279,9 @@ class SandboxServer:
 
     @property
     def admin_url(self) -> str:
+        """The admin API's base URL, token included: POST ``<admin_url>/<operation>``."""
         assert self.admin is not None
-        return f"http://127.0.0.1:{self.admin.port}"
+        return f"http://127.0.0.1:{self.admin.port}/{self.admin_token}"
 
     def env(self) -> dict[str, str]:
         env = {f"AWS_ENDPOINT_URL_{service}": self.aws_url for service in _AWS_SERVICES}
@@ -434,7 +439,13 @@ class SandboxServer:
             **self.front.stats(),
             "injected": self.front.faults.injected(),
             "by_workgroup": self.front.connections_by_workgroup(),
+            "idle": self.front.idle.snapshot(),
         }
+
+    def set_idle_resume(self, seconds: float, idle_after: float = 60.0) -> None:
+        """Sleep after ``idle_after`` seconds without a session, resume in ``seconds`` (0: off)."""
+        assert self.front is not None
+        self.front.set_idle_resume(seconds, idle_after=idle_after)
 
     def plane_stats(self) -> dict[str, Any]:
         return {"injected": dict(self.plane_faults.injected)}
@@ -515,6 +526,7 @@ class SandboxServer:
         self.plane_faults.reset()
         self.reset_calls()
         self.front.reset()
+        self.front.set_idle_resume(0)
         self.plane.lifetime_override = None
         assert self.gate is not None
         self.gate.set_clock_offset(0.0)
@@ -531,7 +543,16 @@ class SandboxServer:
 
 
 class AdminApplication:
-    """``POST /<operation>`` with a JSON object of keyword arguments; JSON answers."""
+    """``POST /<token>/<operation>`` with a JSON object of keyword arguments; JSON answers.
+
+    The API runs SQL as the database superuser and hands out passwords, so it
+    answers only requests that a web page cannot forge: the per-sandbox token
+    in the path (compared in constant time), ``Content-Type: application/json``
+    (a page's form or ``text/plain`` POST needs no CORS preflight, a JSON one
+    does), no ``Origin`` header (browsers send one on cross-origin POSTs; curl
+    and urllib do not) and a ``Host`` naming the loopback port it listens on
+    (DNS rebinding sends the attacker's host name).
+    """
 
     def __init__(self, server: SandboxServer) -> None:
         self.server = server
@@ -562,11 +583,36 @@ class AdminApplication:
             "front_fault": server.front_fault,
             "front_stats": server.front_stats,
             "plane_stats": server.plane_stats,
+            "set_idle_resume": server.set_idle_resume,
         }
+
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """Why the request is refused (HTTP status, text), or None when it may run."""
+        if "Origin" in request.headers:
+            return 403, "requests from web pages (with an Origin header) are refused"
+        assert self.server.admin is not None
+        port = self.server.admin.port
+        if request.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            return 403, f"the Host header must be 127.0.0.1:{port} or localhost:{port}"
+        token, _, _ = request.path.lstrip("/").partition("/")
+        if not hmac.compare_digest(token.encode(), self.server.admin_token.encode()):
+            return 403, "the admin URL's token is missing or wrong: use the URL the sandbox printed"
+        if request.method != "POST":
+            return 405, "use POST with a JSON object of keyword arguments"
+        if request.mimetype != "application/json":
+            return 415, "the body must be JSON, sent with Content-Type: application/json"
+        return None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
-        name = request.path.strip("/")
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status, text = refusal
+            response = Response(
+                json.dumps({"error": text}), status=status, content_type="application/json"
+            )
+            return response(environ, start_response)
+        name = request.path.lstrip("/").partition("/")[2].strip("/")
         operation = self.operations().get(name)
         if operation is None:
             response = Response(
