@@ -19,6 +19,7 @@ from typing import Any, Final
 from cachetools import LRUCache
 
 from rsauth._errors import ConfigurationError
+from rsauth._fork import call_in_child
 
 __all__ = [
     "METHODS",
@@ -247,6 +248,16 @@ _ENV_NAMES: Final = tuple(setting.env for setting in SETTINGS if setting.env)
 # is pure, and a service calling connect() with the same arguments repeats it.
 _RESOLVED: LRUCache[tuple[Any, ...], Options] = LRUCache(maxsize=256)
 _RESOLVED_LOCK = threading.Lock()
+
+
+def _fresh_after_fork() -> None:
+    # A thread of the parent may have held the lock, mid-update of the cache, at fork time.
+    global _RESOLVED, _RESOLVED_LOCK
+    _RESOLVED = LRUCache(maxsize=256)
+    _RESOLVED_LOCK = threading.Lock()
+
+
+call_in_child(_fresh_after_fork)
 
 
 def given_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
