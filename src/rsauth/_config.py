@@ -22,6 +22,7 @@ from rsauth._errors import ConfigurationError
 from rsauth._fork import call_in_child
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "METHODS",
     "SETTINGS",
     "UNSET",
@@ -49,6 +50,10 @@ METHODS: Final = ("auto", "iam", "secret", "superuser", "password")
 
 DURATION_MIN: Final = 900
 DURATION_MAX: Final = 3600
+
+# C0 controls (NUL, tab, newline, ESC, ...), DEL and the C1 controls: never part of a
+# name, a password or a path rsauth passes on.
+CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
