@@ -461,6 +461,19 @@ def _check_combination(values: Mapping[str, Any]) -> None:
         )
 
 
+# Regions already found well-formed (a process uses one or a few): the check runs on
+# every call, before the cache, and a set lookup costs a fraction of the regex.
+_GOOD_REGIONS: set[str] = set()
+
+
+def _checked_region(source: str, region: str) -> str:
+    if region not in _GOOD_REGIONS:
+        _region(source, region)
+        if len(_GOOD_REGIONS) < 64:
+            _GOOD_REGIONS.add(region)
+    return region
+
+
 def resolve_region(
     explicit: str | None,
     broker_default: str | None,
@@ -479,10 +492,10 @@ def resolve_region(
         ("AWS_DEFAULT_REGION", environ.get("AWS_DEFAULT_REGION")),
     ):
         if candidate:
-            return _region(source, candidate)
+            return _checked_region(source, candidate)
     profile_region = session_region() if callable(session_region) else session_region
     if profile_region:
-        return _region("the profile's region", profile_region)
+        return _checked_region("the profile's region", profile_region)
     raise ConfigurationError(
         "no AWS region: pass region=, Broker(region=), set AWS_REGION or AWS_DEFAULT_REGION, "
         "or give the profile a region"
