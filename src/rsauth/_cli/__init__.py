@@ -78,6 +78,7 @@ table (the default) masks the password; env, json, uri and pgpass print it.
 prefer it to appending "--format pgpass" output with >>, which makes a file
 other users can read under the usual umask (and libpq then ignores it). An
 IAM login expires (--duration): run it again to replace the entry.
+
 env also sets PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else the
 Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
 otherwise defaults to a mode that does not check the server.""",

@@ -54,8 +54,8 @@ def _write_pgpass(file: str, credentials: Credentials) -> int:
     expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
     action = "replaced its entry" if done.replaced else "added an entry"
     _say(f"rsauth: {action} in {str(path)!r} for {credentials.user} on {credentials.host}:"
-         f"{credentials.port}/{credentials.database} ({credentials.method} login, "
-         f"expires {expiry})", sys.stderr)
+         f"{credentials.port}/{credentials.database}; {credentials.method} login, "
+         f"expires {expiry}", sys.stderr)
     return 0
 
 
