@@ -118,6 +118,19 @@ def test_a_file_others_could_read_is_replaced_by_a_private_one_with_a_warning(
     assert len(entries(path)) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a file to another user needs root")
+def test_a_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pgpass"
+    path.write_text("other.example.com:5432:app:bob:bobs\n")
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(CommandError, match="another user"):
+        write_pgpass(path, credentials("s3cret"))
+    assert path.stat().st_uid == 65534
+    assert path.read_text() == "other.example.com:5432:app:bob:bobs\n"
+
+
 def test_a_failed_write_leaves_the_old_file_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
