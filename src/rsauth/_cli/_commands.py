@@ -15,7 +15,12 @@ from redshift_connector.error import Error as DriverError
 
 from rsauth._broker import Broker, connection_origin
 from rsauth._cli._context import CommandError, Context, UsageError, ca_file
-from rsauth._cli._formats import format_credentials, format_rows, key_value_table
+from rsauth._cli._formats import (
+    format_credentials,
+    format_rows,
+    key_value_table,
+    refuse_control_characters,
+)
 from rsauth._cli._pgpass import default_pgpass_path, write_pgpass
 from rsauth._credentials import Credentials, describe_expiry, describe_remaining
 from rsauth._driver import server_error
@@ -112,6 +117,7 @@ def run_psql(args: argparse.Namespace, context: Context) -> int:
         )
     with Broker() as broker:
         credentials = broker.credentials(**context.arguments)
+    refuse_control_characters(credentials, "psql's environment", ca_file())
     env = dict(os.environ)
     # The login goes into the child's environment only, never onto its command line.
     env.update(credentials.as_env(sslrootcert=ca_file(), environ={}))
