@@ -101,7 +101,7 @@ def _text(name: str, raw: object) -> str:
 def _password(name: str, raw: object) -> str:
     # Never repeats the value, whatever is wrong with it.
     if not isinstance(raw, str) or not raw:
-        raise ConfigurationError(f"{name}: expected a non-empty string (of {type(raw).__name__})")
+        raise ConfigurationError(f"{name}: expected a non-empty string, got {type(raw).__name__}")
     if CONTROL_CHARACTERS.search(raw):
         raise ConfigurationError(
             f"{name}: a control character (newline, NUL, ...) cannot be part of a password"
@@ -113,7 +113,7 @@ def _redshift_name(name: str, raw: object) -> str:
     value = _string(name, raw)
     if not value.isprintable() or len(value.encode("utf-8", "surrogatepass")) > _NAME_BYTES:
         raise ConfigurationError(
-            f"{name}={raw!r}: a Redshift name is 1 to {_NAME_BYTES} bytes (UTF-8) of "
+            f"{name}={_shown(raw)}: a Redshift name is 1 to {_NAME_BYTES} bytes (UTF-8) of "
             "printable characters"
         )
     return value
