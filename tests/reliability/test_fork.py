@@ -1,10 +1,10 @@
 """A child forked while another thread holds one of rsauth's module-level locks still works.
 
 Each scenario runs in its own interpreter: a thread takes the lock(s) and keeps
-them, the main thread forks, and the child (whose copy of a lock still looks
-held, by a thread that does not exist there) logs in. ``signal.alarm`` is the
-child's deadlock guard: a child stuck on a lock dies of SIGALRM instead of
-hanging the test.
+them, the main thread forks, and the child (where a lock not replaced still
+looks held, by a thread that does not exist there) takes each lock with a
+timeout, then logs in. ``signal.alarm`` is the child's deadlock guard for the
+login: a child stuck on a lock dies of SIGALRM instead of hanging the test.
 """
 
 from __future__ import annotations
