@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rsauth._broker import Broker
 from rsauth._config import given_settings
 from rsauth._credentials import Credentials
+from rsauth._fork import call_in_child
 
 if TYPE_CHECKING:
     from redshift_connector.core import Connection
@@ -36,8 +36,7 @@ def _reset_lock_in_child() -> None:
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_in_child)
+call_in_child(_reset_lock_in_child)
 
 
 def connect(

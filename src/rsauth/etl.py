@@ -185,12 +185,12 @@ _BARE = re.compile(r"[a-z_][a-z0-9_$]*")
 _UNQUOTED = re.compile(r"[^\W\d][\w$]*")
 _MAX_IDENTIFIER_BYTES = 127
 _ROLE_ARN = re.compile(
-    r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}"
+    r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII
 )
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(MB|GB)", re.I)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(MB|GB)", re.I | re.ASCII)
 
 
 def _literal(value: str) -> str:
@@ -826,7 +826,7 @@ def _parse_option(name: str, text: str) -> object:
         "on_off": lambda: _as_bool(name, lowered),
         "count": lambda: _as_count(name, text),
         "manifest": lambda: "verbose" if lowered == "verbose" else _as_bool(name, lowered),
-        "size": lambda: int(text) if text.strip().isdigit() else text,
+        "size": lambda: int(text) if _ascii_digits(text) else text,
     }
     convert = converters.get(kind)
     return convert() if convert is not None else text
@@ -840,7 +840,12 @@ def _as_bool(name: str, text: str) -> bool:
     raise ConfigurationError(f"{name}={text!r}: expected true or false")
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() holds for '²' (int() refuses it) and for '٣' (int() reads it as 3).
+    return text.isascii() and text.isdigit()
+
+
 def _as_count(name: str, text: str) -> int:
-    if not text.strip().isdigit():
+    if not _ascii_digits(text.strip()):
         raise ConfigurationError(f"{name}={text!r}: expected a whole number, 0 or more")
     return int(text)

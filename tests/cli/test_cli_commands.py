@@ -370,3 +370,12 @@ def test_sandbox_subcommand_is_python_m_rsauth_sandbox(cli: Cli) -> None:
     assert result.returncode == 0
     assert "usage: python -m rsauth.sandbox" in result.stdout
     assert "--seed" in result.stdout
+
+
+@pytest.mark.parametrize("option", ["ignore_header=²", "ignore_header=٣", "max_error=¹"])
+def test_copy_option_with_a_non_ascii_digit_is_a_usage_error(cli: Cli, option: str) -> None:
+    result = cli("copy", "t", "s3://bucket/k", "-o", option, "--print-sql")
+    assert result.returncode == 2, result.stderr
+    assert option.split("=")[0] in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "unexpected error" not in result.stderr

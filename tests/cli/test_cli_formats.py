@@ -14,11 +14,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from rsauth import Credentials
-from rsauth._cli._context import ca_file, cli_wording
+from rsauth._cli._context import CommandError, ca_file, cli_wording
 from rsauth._cli._doctor import _ASCII, _SYMBOLS, _symbols
 from rsauth._cli._formats import format_credentials, format_rows
 
-NASTY_PASSWORD = "p:a\\s's$w\"o`r d!%#@/?&=\n;x"
+NASTY_PASSWORD = "p:a\\s's$w\"o`r d!%#@/?&=;x"
 
 
 def credentials(password: str = NASTY_PASSWORD, **changes: object) -> Credentials:
@@ -102,6 +102,26 @@ def test_pgpass_escapes_colons_and_backslashes() -> None:
         "IAM:alice",
         password,
     ]
+
+
+@pytest.mark.parametrize("fmt", ["env", "uri", "pgpass"])
+@pytest.mark.parametrize("field", ["user", "password", "host", "database"])
+@pytest.mark.parametrize("bad", ["\n", "\r", "\0", "\t", "\x1b", "\x7f", "\x85"])
+def test_machine_formats_refuse_control_characters_naming_the_field(
+    fmt: str, field: str, bad: str
+) -> None:
+    value = f"x{bad}injected"
+    with pytest.raises(CommandError) as caught:
+        format_credentials(credentials(**{field: value}), fmt, sslrootcert=None)
+    message = str(caught.value)
+    assert field in message
+    assert fmt in message
+    assert "injected" not in message
+
+
+def test_machine_formats_refuse_a_control_character_in_the_root_certificate_path() -> None:
+    with pytest.raises(CommandError, match="sslrootcert"):
+        format_credentials(credentials(), "env", sslrootcert="/tmp/ca\n.pem")
 
 
 def test_json_carries_everything_a_program_needs() -> None:

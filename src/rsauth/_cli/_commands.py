@@ -8,14 +8,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from redshift_connector.error import Error as DriverError
 
 from rsauth._broker import Broker, connection_origin
-from rsauth._cli._context import CommandError, Context, ca_file
-from rsauth._cli._formats import format_credentials, format_rows, key_value_table
-from rsauth._credentials import describe_expiry, describe_remaining
+from rsauth._cli._context import CommandError, Context, UsageError, ca_file
+from rsauth._cli._formats import (
+    format_credentials,
+    format_rows,
+    key_value_table,
+    refuse_control_characters,
+)
+from rsauth._cli._pgpass import default_pgpass_path, write_pgpass
+from rsauth._credentials import Credentials, describe_expiry, describe_remaining
 from rsauth._driver import server_error
 
 __all__ = ["run_credentials", "run_psql", "run_sandbox", "run_sql", "run_whoami"]
@@ -28,14 +35,32 @@ def _say(message: str, stream: TextIO | None = None) -> None:
 
 
 def run_credentials(args: argparse.Namespace, context: Context) -> int:
+    if args.write_pgpass is not None and args.format != "table":
+        raise UsageError("--write-pgpass writes the file and prints no login; leave out --format")
     with Broker() as broker:
         credentials = broker.credentials(**context.arguments)
+    if args.write_pgpass is not None:
+        return _write_pgpass(args.write_pgpass, credentials)
     _say(format_credentials(credentials, args.format, sslrootcert=ca_file()))
     if args.format in {"env", "uri", "pgpass"}:
         # Machine formats keep stdout clean; the expiry goes to the terminal.
         expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
         _say(f"rsauth: {credentials.method} login for {credentials.user}, expires {expiry}",
              sys.stderr)
+    return 0
+
+
+def _write_pgpass(file: str, credentials: Credentials) -> int:
+    path = Path(file) if file else default_pgpass_path(os.environ)
+    done = write_pgpass(path, credentials)
+    if done.was_exposed:
+        _say(f"rsauth: WARNING: {str(path)!r} was readable by other users (libpq ignored it); "
+             "it is now 0600, but the passwords it held may have been read", sys.stderr)
+    expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
+    action = "replaced its entry" if done.replaced else "added an entry"
+    _say(f"rsauth: {action} in {str(path)!r} for {credentials.user} on {credentials.host}:"
+         f"{credentials.port}/{credentials.database}; {credentials.method} login, "
+         f"expires {expiry}", sys.stderr)
     return 0
 
 
@@ -92,6 +117,7 @@ def run_psql(args: argparse.Namespace, context: Context) -> int:
         )
     with Broker() as broker:
         credentials = broker.credentials(**context.arguments)
+    refuse_control_characters(credentials, "psql's environment", ca_file())
     env = dict(os.environ)
     # The login goes into the child's environment only, never onto its command line.
     env.update(credentials.as_env(sslrootcert=ca_file(), environ={}))

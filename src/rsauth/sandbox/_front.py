@@ -23,7 +23,8 @@ each custom domain its own certificate, chosen by the name the client asks for
 (SNI). Sessions are never re-checked, so they outlive their password as on Redshift.
 Faults (refuse, reset, reset mid-handshake, delay) are injected through
 :attr:`Front.faults`; a workgroup that sleeps (:attr:`Front.idle`) holds the
-answer to a connection's first packet while it resumes. Log lines name events and users, never passwords.
+answer to a connection's first packet while it resumes. Log lines name events and
+users, never passwords.
 """
 
 from __future__ import annotations
