@@ -65,6 +65,7 @@ class FakeConnection:
     def __init__(self, kwargs: dict[str, Any], superuser: bool) -> None:
         self.kwargs = kwargs
         self.superuser = superuser
+        self.autocommit = False  # the driver's default
         self.queries: list[str] = []
         self.closed = False
 
