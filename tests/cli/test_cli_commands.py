@@ -190,6 +190,9 @@ def test_credentials_pgpass_escapes_the_user(
     result = cli("credentials", "--format", "pgpass")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
+    # The pgpass line has no room for TLS settings: stderr says what psql needs besides.
+    ca = sandbox.env["SSL_CERT_FILE"]
+    assert f"PGSSLMODE=verify-full PGSSLROOTCERT={ca}" in result.stderr
     assert line.startswith(f"localhost:{sandbox.port}:dev:IAM\\:sandbox-admin:")
     if PSQL is not None:
         pgpass = tmp_path / "pgpass"
@@ -212,6 +215,7 @@ def test_credentials_pgpass_escapes_the_user(
 def test_credentials_json(cli: Cli, sandbox: Sandbox) -> None:
     result = cli("credentials", "--format", "json", "--method", "secret")
     assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("rsauth: secret login for admin, expires does not expire")
     data = json.loads(result.stdout)
     assert data["method"] == "secret"
     assert data["user"] == "admin"

@@ -54,10 +54,14 @@ def test_env_survives_a_shell_eval_with_any_password() -> None:
     ]
 
 
-def test_env_has_no_root_certificate_line_without_a_ca_file() -> None:
-    text = format_credentials(credentials(), "env", sslrootcert=None)
-    assert "PGSSLROOTCERT" not in text
-    assert "export PGSSLMODE=verify-full" in text.splitlines()
+def test_env_and_uri_name_the_drivers_ca_file_when_none_is_given() -> None:
+    bundle = ca_file({})
+    assert bundle is not None
+    env = format_credentials(credentials(), "env", sslrootcert=None)
+    assert f"export PGSSLROOTCERT={bundle}" in env.splitlines()
+    assert "export PGSSLMODE=verify-full" in env.splitlines()
+    uri = format_credentials(credentials(), "uri", sslrootcert=None)
+    assert parse_qs(urlsplit(uri).query)["sslrootcert"] == [bundle]
 
 
 def test_uri_percent_encodes_user_password_and_parameters() -> None:

@@ -116,7 +116,8 @@ def test_rsauth_runs_one_query_per_superuser_login_and_none_otherwise(
         sent.append(list(statements))
     if method == "superuser":
         # The check of the first connection is the login's verdict; the others reuse it.
-        assert len(sent[0]) == 1 and "usesuper" in sent[0][0]
+        assert len(sent[0]) == 1
+        assert "usesuper" in sent[0][0]
         assert sent[1:] == [[], []]
     else:
         assert sent == [[], [], []]

@@ -74,9 +74,10 @@ examples:
   rsauth credentials --format json | jq .expires_at        everything, for programs
 
 table (the default) masks the password; env, json, uri and pgpass print it.
-env also sets PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else the
-Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
-otherwise defaults to a mode that does not check the server.""",
+env and uri also set PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else
+the Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
+otherwise defaults to a mode that does not check the server. pgpass holds no TLS
+settings: stderr names the PGSSLMODE and PGSSLROOTCERT psql needs besides.""",
     ),
     "sql": (
         "run one statement and print the rows",

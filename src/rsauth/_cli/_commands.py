@@ -30,11 +30,16 @@ def _say(message: str, stream: TextIO | None = None) -> None:
 def run_credentials(args: argparse.Namespace, context: Context) -> int:
     with Broker() as broker:
         credentials = broker.credentials(**context.arguments)
-    _say(format_credentials(credentials, args.format, sslrootcert=ca_file()))
-    if args.format in {"env", "uri", "pgpass"}:
+    sslrootcert = ca_file()
+    _say(format_credentials(credentials, args.format, sslrootcert=sslrootcert))
+    if args.format != "table":
         # Machine formats keep stdout clean; the expiry goes to the terminal.
         expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
         _say(f"rsauth: {credentials.method} login for {credentials.user}, expires {expiry}",
+             sys.stderr)
+    if args.format == "pgpass":
+        # A pgpass line holds no TLS settings; libpq has no default root certificate.
+        _say(f"rsauth: psql also needs PGSSLMODE=verify-full PGSSLROOTCERT={sslrootcert}",
              sys.stderr)
     return 0
 

@@ -16,14 +16,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redshift_connector
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth._aws import map_aws_error
 from rsauth._config import Options, resolve, resolve_region
+from rsauth._driver import trusted_ca_file
 from rsauth._errors import ConfigurationError
 from rsauth._sessions import SessionKey, Sessions
 
@@ -63,18 +62,9 @@ def cli_wording(message: str) -> str:
     return _KEYWORDS.sub(lambda match: "--" + match.group(1).replace("_", "-") + "=", message)
 
 
-def ca_file(environ: Mapping[str, str] | None = None) -> str | None:
-    """The CA file libpq clients should verify the endpoint with.
-
-    ``SSL_CERT_FILE`` when set (what redshift_connector honours too), otherwise
-    the Redshift CA bundle that redshift_connector ships (the Amazon roots), so
-    ``psql`` with ``sslmode=verify-full`` works against Redshift out of the box.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("SSL_CERT_FILE"):
-        return env["SSL_CERT_FILE"]
-    bundle = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
-    return str(bundle) if bundle.is_file() else None
+def ca_file(environ: Mapping[str, str] | None = None) -> str:
+    """The CA file libpq clients should verify the endpoint with (``trusted_ca_file``)."""
+    return trusted_ca_file(environ)
 
 
 @dataclass

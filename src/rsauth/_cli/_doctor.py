@@ -22,16 +22,15 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import redshift_connector
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth._aws import map_aws_error
 from rsauth._broker import DEFAULT_DATABASE, Broker, connection_origin
 from rsauth._cli._context import Context, cli_wording
 from rsauth._credentials import describe_remaining
+from rsauth._driver import DRIVER_CA_BUNDLE
 from rsauth._endpoint import DEFAULT_PORT
 from rsauth._errors import NotFoundError, RsauthError
 from rsauth._sources import AwsContext
@@ -367,9 +366,8 @@ class Doctor:
         # What redshift_connector trusts: the default store (SSL_CERT_FILE) plus its
         # bundled Redshift CAs.
         context = ssl.create_default_context()
-        bundle = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
-        if bundle.is_file():
-            context.load_verify_locations(str(bundle))
+        if DRIVER_CA_BUNDLE.is_file():
+            context.load_verify_locations(str(DRIVER_CA_BUNDLE))
         sock, self._socket = self._socket, None
         try:
             tls = context.wrap_socket(sock, server_hostname=host)

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from rsauth._credentials import Credentials, describe_expiry
+from rsauth._driver import trusted_ca_file
 
 __all__ = [
     "CREDENTIAL_FORMATS",
@@ -74,9 +75,7 @@ def _credentials_env(credentials: Credentials, sslrootcert: str | None) -> str:
 def _credentials_uri(credentials: Credentials, sslrootcert: str | None) -> str:
     userinfo = f"{quote(credentials.user, safe='')}:{quote(credentials.password, safe='')}"
     host = f"[{credentials.host}]" if ":" in credentials.host else credentials.host
-    query = {"sslmode": "verify-full"}
-    if sslrootcert:
-        query["sslrootcert"] = sslrootcert
+    query = {"sslmode": "verify-full", "sslrootcert": sslrootcert or trusted_ca_file()}
     return (
         f"postgresql://{userinfo}@{host}:{credentials.port}/"
         f"{quote(credentials.database, safe='')}?{urlencode(query, quote_via=quote)}"
