@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from cachetools import LRUCache
 
-from rsauth._errors import ConfigurationError
+from rsauth._errors import ConfigurationError, python_only
 
 __all__ = [
     "METHODS",
@@ -374,8 +374,8 @@ def resolve_region(
     if profile_region:
         return profile_region
     raise ConfigurationError(
-        "no AWS region: pass region=, Broker(region=), set AWS_REGION or AWS_DEFAULT_REGION, "
-        "or give the profile a region"
+        f"no AWS region: pass region=, {python_only('Broker(region=), ')}set AWS_REGION or "
+        "AWS_DEFAULT_REGION, or give the profile a region"
     )
 
 

@@ -34,7 +34,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
-from rsauth._errors import ConfigurationError
+from rsauth._errors import ConfigurationError, python_only
 
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
@@ -66,8 +66,8 @@ def check_region(region: str) -> str:
     if not _REGION.fullmatch(region):
         raise ConfigurationError(
             f"region={region!r} is not a region name: letters, digits and hyphens like "
-            "'eu-west-1' (from region=, Broker(region=), AWS_REGION, AWS_DEFAULT_REGION or "
-            "the profile)"
+            f"'eu-west-1' (from region=, {python_only('Broker(region=), ')}AWS_REGION, "
+            "AWS_DEFAULT_REGION or the profile)"
         )
     return region
 
@@ -168,8 +168,8 @@ class Sessions:
         if credentials is None:
             raise ConfigurationError(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "AWS_PROFILE, pass profile= or Broker(session=), or run where an instance "
-                "or container role is available"
+                f"AWS_PROFILE, pass profile={python_only(' or Broker(session=)')}, or run "
+                "where an instance or container role is available"
             )
         access_key = credentials.get_frozen_credentials().access_key
         return access_key or "anonymous"

@@ -270,7 +270,7 @@ def _guarded(run: Callable[[], int], command: str, debug: bool) -> int:
     except UsageError as exc:
         return _fail(f"{PROG} {command}: error: {exc}", EXIT_USAGE, debug)
     except (RsauthError, CommandError) as exc:
-        return _fail(f"{PROG} {command}: error: {cli_wording(str(exc))}", EXIT_FAILED, debug)
+        return _fail(f"{PROG} {command}: error: {cli_wording(exc)}", EXIT_FAILED, debug)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -89,6 +89,11 @@ def run_sql(args: argparse.Namespace, context: Context) -> int:
 
 def run_psql(args: argparse.Namespace, context: Context) -> int:
     psql = shutil.which(args.psql)
+    if psql is None and os.sep in args.psql:
+        raise CommandError(
+            f"--psql {args.psql!r} does not exist or is not executable; pass the path of the "
+            "psql program, or leave --psql out to use psql on PATH"
+        )
     if psql is None:
         raise CommandError(
             f"{args.psql!r} was not found on PATH; install the PostgreSQL client (Debian/Ubuntu: "
@@ -146,4 +151,4 @@ def run_sandbox(argv: Sequence[str]) -> int:
         raise CommandError(
             f"the sandbox needs the 'sandbox' extra: pip install 'rsauth[sandbox]' ({exc})"
         ) from exc
-    return sandbox_main(list(argv))
+    return sandbox_main(list(argv), prog="rsauth sandbox")
