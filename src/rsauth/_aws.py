@@ -90,7 +90,8 @@ def map_aws_error(
         if code in _DENIED:
             return AccessDeniedError(
                 f"{identity()} was refused {doing} on {subject} in {region}: {message} ({code}). "
-                "Grant that identity the permission, or use another profile or role_arn="
+                "Grant that identity the permission, or use profile= or role_arn= for another "
+                "identity"
             )
         if code in _NOT_FOUND:
             return NotFoundError(
