@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from cachetools import LRUCache
 
-from rsauth._errors import ConfigurationError
+from rsauth._errors import ConfigurationError, python_only
 from rsauth._fork import call_in_child
 
 __all__ = [
@@ -497,8 +497,8 @@ def resolve_region(
     if profile_region:
         return _checked_region("the profile's region", profile_region)
     raise ConfigurationError(
-        "no AWS region: pass region=, Broker(region=), set AWS_REGION or AWS_DEFAULT_REGION, "
-        "or give the profile a region"
+        f"no AWS region: pass region=, {python_only('Broker(region=), ')}set AWS_REGION or "
+        "AWS_DEFAULT_REGION, or give the profile a region"
     )
 
 

@@ -45,7 +45,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redshift_connector.error import Error as DriverError
 
 from rsauth._driver import server_error
-from rsauth._errors import ConfigurationError, ConnectError, IamRoleError, LoadError
+from rsauth._errors import (
+    ConfigurationError,
+    ConnectError,
+    IamRoleError,
+    LoadError,
+    python_only,
+)
 
 if TYPE_CHECKING:
     from rsauth._broker import Broker
@@ -683,8 +689,15 @@ def _load_error(exc: DriverError, what: str) -> Exception:
     if detail:
         text += f"; detail: {detail}"
     if any(phrase in message.lower() for phrase in _ROLE_REFUSALS):
-        return IamRoleError(text + ". Check the namespace's IAM roles (rsauth doctor)")
-    return LoadError(text + ". The transaction is aborted: roll back before the next statement")
+        return IamRoleError(
+            f"{text}. Check that the role is associated with the namespace (rsauth doctor) and "
+            "that its trust policy lets Redshift assume it: a statement allowing "
+            '{"Service": "redshift.amazonaws.com"} the action sts:AssumeRole (the commonest '
+            "cause of this refusal)"
+        )
+    return LoadError(
+        text + python_only(". The transaction is aborted: roll back before the next statement")
+    )
 
 
 # --------------------------------------------------------------------------- the role check
@@ -721,7 +734,8 @@ def _target(connection: Any, workgroup: str | None, broker: Broker | None) -> _T
     if workgroup is None:
         raise ConfigurationError(
             "cannot check the IAM role against the namespace: this connection was not opened "
-            "by rsauth with workgroup=; pass workgroup= (and broker=), or check_role=False"
+            "by rsauth with workgroup=; pass workgroup="
+            + python_only(" (and broker=), or check_role=False")
         )
     return _Target(broker or (origin.broker if origin else None) or default_broker(), workgroup)
 

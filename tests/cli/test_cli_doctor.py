@@ -169,3 +169,21 @@ def test_a_custom_domain_is_checked_on_its_workgroups_port(cli: Cli, sandbox: Sa
         extra_env={"AWS_REGION": "us-west-2"}, drop=["RSAUTH_WORKGROUP"],
     )
     assert report(unknown)["workgroup"][0] == "✗"
+
+
+def test_an_unreachable_aws_endpoint_is_not_blamed_on_the_credentials(cli: Cli) -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    result = cli("doctor", extra_env={"AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    mark, _ = report(result)["caller identity"]
+    assert mark == "✗"
+    assert "did not accept" not in result.stdout
+    assert "could not reach AWS" in result.stdout
+    assert "AWS_ENDPOINT_URL_STS" in result.stdout
+
+
+def test_an_unknown_key_is_called_invalid_not_short_of_a_permission(cli: Cli) -> None:
+    result = cli("doctor", extra_env={"AWS_ACCESS_KEY_ID": "AKIAUNKNOWNKEY000000"})
+    assert result.returncode == 1
+    assert "the access key is not valid" in result.stdout
+    assert "grant" not in result.stdout.lower()

@@ -65,6 +65,7 @@ class FakeConnection:
     def __init__(self, kwargs: dict[str, Any], superuser: bool) -> None:
         self.kwargs = kwargs
         self.superuser = superuser
+        self.autocommit = False  # the driver's default
         self.queries: list[str] = []
         self.closed = False
 
@@ -588,8 +589,8 @@ def test_cache_keys_never_contain_secrets(broker: Broker, aws: Aws, driver: Fake
     aws.workgroup()
     broker.connect(workgroup="analytics")
     broker.connect(workgroup="analytics", user="bob", password="pw-bob")
-    keys = [repr(key) for key in broker._logins._entries]
-    keys += [repr(key) for key in broker._endpoints._cache._entries]
+    keys = [repr(key) for key in broker._logins._cache._entries]
+    keys += [repr(key) for key in broker._connections._endpoints._cache._entries]
     keys += [repr(broker._prepare(workgroup="analytics", user="bob", password="pw-bob").aws.key)]
     for text in keys:
         for secret in ("pw-", *SECRET_VALUES):
@@ -625,7 +626,7 @@ def test_after_fork_the_child_starts_empty(broker: Broker, aws: Aws) -> None:
     broker._after_fork()
     assert broker.stats()["cache.misses"] == 0
     assert broker.stats().get("redshift-serverless.GetCredentials") is None
-    assert list(broker._logins._entries) == []
+    assert list(broker._logins._cache._entries) == []
 
 
 def test_closed_broker_refuses_work(clock: FakeClock) -> None:

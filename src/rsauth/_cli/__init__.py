@@ -79,9 +79,10 @@ prefer it to appending "--format pgpass" output with >>, which makes a file
 other users can read under the usual umask (and libpq then ignores it). An
 IAM login expires (--duration): run it again to replace the entry.
 
-env also sets PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else the
-Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
-otherwise defaults to a mode that does not check the server.""",
+env and uri also set PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else
+the Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
+otherwise defaults to a mode that does not check the server. pgpass holds no TLS
+settings: stderr names the PGSSLMODE and PGSSLROOTCERT psql needs besides.""",
     ),
     "sql": (
         "run one statement and print the rows",
@@ -283,7 +284,7 @@ def _guarded(run: Callable[[], int], command: str, debug: bool) -> int:
     except UsageError as exc:
         return _fail(f"{PROG} {command}: error: {exc}", EXIT_USAGE, debug)
     except (RsauthError, CommandError) as exc:
-        return _fail(f"{PROG} {command}: error: {cli_wording(str(exc))}", EXIT_FAILED, debug)
+        return _fail(f"{PROG} {command}: error: {cli_wording(exc)}", EXIT_FAILED, debug)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -41,11 +41,16 @@ def run_credentials(args: argparse.Namespace, context: Context) -> int:
         credentials = broker.credentials(**context.arguments)
     if args.write_pgpass is not None:
         return _write_pgpass(args.write_pgpass, credentials)
-    _say(format_credentials(credentials, args.format, sslrootcert=ca_file()))
-    if args.format in {"env", "uri", "pgpass"}:
+    sslrootcert = ca_file()
+    _say(format_credentials(credentials, args.format, sslrootcert=sslrootcert))
+    if args.format != "table":
         # Machine formats keep stdout clean; the expiry goes to the terminal.
         expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
         _say(f"rsauth: {credentials.method} login for {credentials.user}, expires {expiry}",
+             sys.stderr)
+    if args.format == "pgpass":
+        # A pgpass line holds no TLS settings; libpq has no default root certificate.
+        _say(f"rsauth: psql also needs PGSSLMODE=verify-full PGSSLROOTCERT={sslrootcert}",
              sys.stderr)
     return 0
 
@@ -109,6 +114,11 @@ def run_sql(args: argparse.Namespace, context: Context) -> int:
 
 def run_psql(args: argparse.Namespace, context: Context) -> int:
     psql = shutil.which(args.psql)
+    if psql is None and os.sep in args.psql:
+        raise CommandError(
+            f"--psql {args.psql!r} does not exist or is not executable; pass the path of the "
+            "psql program, or leave --psql out to use psql on PATH"
+        )
     if psql is None:
         raise CommandError(
             f"{args.psql!r} was not found on PATH; install the PostgreSQL client (Debian/Ubuntu: "
@@ -167,4 +177,4 @@ def run_sandbox(argv: Sequence[str]) -> int:
         raise CommandError(
             f"the sandbox needs the 'sandbox' extra: pip install 'rsauth[sandbox]' ({exc})"
         ) from exc
-    return sandbox_main(list(argv))
+    return sandbox_main(list(argv), prog="rsauth sandbox")

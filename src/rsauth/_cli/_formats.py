@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 from rsauth._cli._context import CommandError
 from rsauth._config import CONTROL_CHARACTERS
 from rsauth._credentials import Credentials, describe_expiry
+from rsauth._driver import trusted_ca_file
 
 __all__ = [
     "CREDENTIAL_FORMATS",
@@ -80,9 +81,7 @@ def _credentials_env(credentials: Credentials, sslrootcert: str | None) -> str:
 def _credentials_uri(credentials: Credentials, sslrootcert: str | None) -> str:
     userinfo = f"{quote(credentials.user, safe='')}:{quote(credentials.password, safe='')}"
     host = f"[{credentials.host}]" if ":" in credentials.host else credentials.host
-    query = {"sslmode": "verify-full"}
-    if sslrootcert:
-        query["sslrootcert"] = sslrootcert
+    query = {"sslmode": "verify-full", "sslrootcert": sslrootcert or trusted_ca_file()}
     return (
         f"postgresql://{userinfo}@{host}:{credentials.port}/"
         f"{quote(credentials.database, safe='')}?{urlencode(query, quote_via=quote)}"

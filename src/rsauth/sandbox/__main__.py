@@ -18,9 +18,9 @@ from types import FrameType
 from rsauth.sandbox._server import SandboxServer
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m rsauth.sandbox",
+        prog=prog,
         description=(
             "Run a local stand-in for Amazon Redshift Serverless (PostgreSQL behind a TLS "
             "front, the redshift-serverless API, and moto for STS, IAM, Secrets Manager and "
@@ -54,8 +54,9 @@ def _set_on_eof(stop: threading.Event) -> None:
     stop.set()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m rsauth.sandbox") -> int:
+    """Serve the sandbox until stopped; ``prog`` is the command's name in its help."""
+    args = _parse(argv, prog)
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
