@@ -42,7 +42,7 @@ from rsauth._errors import ConfigurationError
 from rsauth._fleet import RedisCache, shared_cache_from_environ
 from rsauth._fork import reset_in_child
 from rsauth._logins import Logins
-from rsauth._sessions import SessionKey, Sessions, check_region
+from rsauth._sessions import SessionKey, Sessions
 from rsauth._sources import AwsContext, Login
 
 if TYPE_CHECKING:
@@ -334,8 +334,8 @@ class Broker:
         if options.method == "password" and options.host is not None:
             return Call(options, profile)
         session = self._sessions.profile_session(profile)
-        region = check_region(
-            resolve_region(options.region, self._region, self._env, lambda: session.region_name)
+        region = resolve_region(
+            options.region, self._region, self._env, lambda: session.region_name
         )
         identity = self._sessions.identity(profile)
         memo_key = (options, profile, region, identity)

@@ -31,6 +31,7 @@ __all__ = [
     "Setting",
     "Unset",
     "check_host",
+    "checked_region",
     "resolve",
     "resolve_region",
 ]
@@ -466,7 +467,9 @@ def _check_combination(values: Mapping[str, Any]) -> None:
 _GOOD_REGIONS: set[str] = set()
 
 
-def _checked_region(source: str, region: str) -> str:
+def checked_region(source: str, region: str) -> str:
+    """``region`` if it is a well-formed region name, else a ConfigurationError naming
+    ``source`` (where it came from)."""
     if region not in _GOOD_REGIONS:
         _region(source, region)
         if len(_GOOD_REGIONS) < 64:
@@ -492,10 +495,10 @@ def resolve_region(
         ("AWS_DEFAULT_REGION", environ.get("AWS_DEFAULT_REGION")),
     ):
         if candidate:
-            return _checked_region(source, candidate)
+            return checked_region(source, candidate)
     profile_region = session_region() if callable(session_region) else session_region
     if profile_region:
-        return _checked_region("the profile's region", profile_region)
+        return checked_region("the profile's region", profile_region)
     raise ConfigurationError(
         f"no AWS region: pass region=, {python_only('Broker(region=), ')}set AWS_REGION or "
         "AWS_DEFAULT_REGION, or give the profile a region"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
+from rsauth._config import checked_region
 from rsauth._errors import ConfigurationError, python_only
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sts import STSClient
 
-__all__ = ["DB_ROLES_TAG", "SessionKey", "Sessions", "check_region", "default_config"]
+__all__ = ["DB_ROLES_TAG", "SessionKey", "Sessions", "default_config"]
 
 DB_ROLES_TAG = "RedshiftDbRoles"
 
@@ -54,22 +54,6 @@ def default_config() -> Config:
         read_timeout=30,
         user_agent_extra="rsauth",
     )
-
-
-# botocore's own rule for a region name, a host label (botocore/utils.py,
-# validate_region_name), matched whole: its "$" lets a trailing newline through.
-_REGION = re.compile(r"(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")
-
-
-def check_region(region: str) -> str:
-    """``region`` if it is a well-formed region name, else a ConfigurationError naming it."""
-    if not _REGION.fullmatch(region):
-        raise ConfigurationError(
-            f"region={region!r} is not a region name: letters, digits and hyphens like "
-            f"'eu-west-1' (from region=, {python_only('Broker(region=), ')}AWS_REGION, "
-            "AWS_DEFAULT_REGION or the profile)"
-        )
-    return region
 
 
 def _no_such_profile(profile: str | None, exc: ProfileNotFound) -> ConfigurationError:
@@ -230,7 +214,7 @@ class Sessions:
             return client
 
     def _new_client(self, session: Any, service: str, region: str, **kwargs: Any) -> Any:
-        check_region(region)
+        checked_region("region", region)
         # Typed as Any: the service name is a variable, the stubs overload on literals.
         client = session.client(service, region_name=region, config=self._config, **kwargs)
         self._hook(client)

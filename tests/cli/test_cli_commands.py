@@ -342,7 +342,8 @@ def test_errors_name_the_flags_not_python_keywords(cli: Cli) -> None:
     assert "Broker(" not in line
     result = cli("credentials", "--region", "eu west 1")
     [line] = result.stderr.splitlines()
-    assert "--region 'eu west 1' is not a region name" in line
+    assert "--region 'eu west 1'" in line
+    assert "an AWS region such as 'eu-west-1'" in line
     assert "Broker(" not in line
 
 
