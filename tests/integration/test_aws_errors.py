@@ -26,7 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore.auth
 import pytest
+from tests._iam import make_role
 
 import rsauth
 from rsauth.sandbox import Sandbox
@@ -87,8 +90,61 @@ def test_an_unknown_key_against_the_sandbox(
     assert "access key" in message
     assert "not valid" in message
     assert "Grant" not in message
-    assert sandbox.calls() == {"redshift-serverless.GetCredentials": 1}
+    assert sandbox.calls() == {}, "refused before any operation ran"
     assert broker.stats()["redshift-serverless.GetCredentials"] == 1
+
+
+# -- AWS refusing the credentials, end to end through the sandbox, which verifies SigV4 ----
+# (docs/sandbox.md, "Signatures and IAM policies").
+
+
+def test_a_wrong_secret_key_against_the_sandbox(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-of-this-key-0000000000000")
+    with rsauth.Broker() as broker, pytest.raises(rsauth.AccessDeniedError) as caught:
+        broker.connect(workgroup=sandbox.workgroup)
+    message = str(caught.value)
+    assert "InvalidSignatureException" in message
+    assert "secret" in message
+    assert "Grant" not in message
+    assert sandbox.calls() == {}, "refused before any operation ran"
+    assert broker.stats()["redshift-serverless.GetCredentials"] == 1, "asked once"
+
+
+def test_a_clock_ten_minutes_off_against_the_sandbox(sandbox: Sandbox) -> None:
+    sandbox.set_aws_clock_offset(600)
+    with rsauth.Broker() as broker, pytest.raises(rsauth.AccessDeniedError) as caught:
+        broker.connect(workgroup=sandbox.workgroup)
+    message = str(caught.value)
+    assert "clock" in message
+    assert "10 minutes" in message
+    assert broker.stats()["redshift-serverless.GetCredentials"] == 1, "asked once"
+
+
+def test_expired_session_credentials_against_the_sandbox(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    role = make_role("expired-session")
+    session = boto3.client("sts").assume_role(
+        RoleArn=role, RoleSessionName="short", DurationSeconds=900
+    )["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", session["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", session["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", session["SessionToken"])
+    # The session has expired by the endpoint's clock, and botocore signs on the same
+    # clock (no skew), as a long-running process holding stale keys would.
+    sandbox.set_aws_clock_offset(1000)
+    moment = datetime.now(timezone.utc) + timedelta(seconds=1000)
+    monkeypatch.setattr(
+        botocore.auth, "get_current_datetime", lambda *a, **k: moment.replace(tzinfo=None)
+    )
+    with rsauth.Broker() as broker, pytest.raises(rsauth.AccessDeniedError) as caught:
+        broker.connect(workgroup=sandbox.workgroup)
+    message = str(caught.value)
+    assert "ExpiredToken" in message
+    assert "session" in message
+    assert broker.stats()["redshift-serverless.GetCredentials"] == 1, "asked once"
 
 
 class _Refusing(BaseHTTPRequestHandler):

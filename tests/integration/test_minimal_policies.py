@@ -197,7 +197,9 @@ def test_a_role_with_database_roles(sandbox: Sandbox, identities: Identities) ->
         ) as connection:
             cursor = connection.cursor()
             cursor.execute("select current_user")
-            return str(cursor.fetchone()[0])
+            row = cursor.fetchone()
+            assert row is not None
+            return str(row[0])
 
     (_, keys), *lacking = callers
     assert log_in(identities.broker(keys)) == f"IAMR:{role_name}"
