@@ -1,4 +1,4 @@
-"""Resolve one made-up host name to loopback inside the test process.
+"""Loopback networking for tests: a made-up host name, a free port in a range.
 
 Custom domains need a name that resolves; editing /etc/hosts would touch every
 other run on the machine, so tests patch ``socket.getaddrinfo`` for that one name
@@ -22,3 +22,15 @@ def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def free_port(low: int, high: int) -> int | None:
+    """A port in ``low``..``high`` nothing on 127.0.0.1 listens on now, or None."""
+    for port in range(low, high + 1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return None

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -142,6 +142,24 @@ def _describe(key: Hashable) -> str:
     return f"workgroup {name!r}"
 
 
+_T = TypeVar("_T")
+
+
+def _asking(context: AwsContext, operation: str, subject: str, call: Callable[[], _T]) -> _T:
+    """``call()``, one redshift-serverless operation about ``subject``, with AWS's errors
+    mapped to rsauth's."""
+    try:
+        return call()
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc,
+            doing=f"redshift-serverless:{operation}",
+            subject=subject,
+            region=context.region,
+            identity=context.identity,
+        ) from exc
+
+
 def find_custom_domain(
     client: RedshiftServerlessClient, domain: str, context: AwsContext
 ) -> Workgroup:
@@ -149,16 +167,12 @@ def find_custom_domain(
     ``GetWorkgroup``); AWS errors mapped to rsauth's."""
     # botocore/data/redshift-serverless/2021-04-21/service-2.json: ListCustomDomainAssociations
     # filters by customDomainName and answers {workgroupName, customDomainName, ...} entries.
-    try:
-        response = client.list_custom_domain_associations(customDomainName=domain)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            doing="redshift-serverless:ListCustomDomainAssociations",
-            subject=f"custom domain {domain!r}",
-            region=context.region,
-            identity=context.identity,
-        ) from exc
+    response = _asking(
+        context,
+        "ListCustomDomainAssociations",
+        f"custom domain {domain!r}",
+        lambda: client.list_custom_domain_associations(customDomainName=domain),
+    )
     names = [
         entry["workgroupName"]
         for entry in response.get("associations") or []
@@ -174,16 +188,10 @@ def find_custom_domain(
 
 
 def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsContext) -> Workgroup:
-    try:
-        response = client.get_workgroup(workgroupName=name)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            doing="redshift-serverless:GetWorkgroup",
-            subject=f"workgroup {name!r}",
-            region=context.region,
-            identity=context.identity,
-        ) from exc
+    response = _asking(
+        context, "GetWorkgroup", f"workgroup {name!r}",
+        lambda: client.get_workgroup(workgroupName=name),
+    )
     workgroup = response["workgroup"]
     status = workgroup.get("status", "")
     if status != "AVAILABLE":
@@ -208,16 +216,10 @@ def get_namespace(
     client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
 ) -> Mapping[str, Any]:
     """``GetNamespace``'s description of ``namespace``, AWS errors mapped to rsauth's."""
-    try:
-        response = client.get_namespace(namespaceName=namespace)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            doing="redshift-serverless:GetNamespace",
-            subject=f"namespace {namespace!r}",
-            region=context.region,
-            identity=context.identity,
-        ) from exc
+    response = _asking(
+        context, "GetNamespace", f"namespace {namespace!r}",
+        lambda: client.get_namespace(namespaceName=namespace),
+    )
     facts: Mapping[str, Any] = response["namespace"]
     return facts
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from tests.resolve import resolve_to_loopback
+from tests.resolve import free_port, resolve_to_loopback
 
 import rsauth
 from rsauth.sandbox import Sandbox
@@ -26,15 +25,6 @@ def scalar(connection: Any, sql: str) -> Any:
     return row[0]
 
 
-def free_port(low: int, high: int) -> int | None:
-    for port in range(low, high + 1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 import redshift_connector
 from botocore.exceptions import ClientError
 from redshift_connector.error import InterfaceError
-from tests.resolve import resolve_to_loopback
+from tests.resolve import free_port, resolve_to_loopback
 
 from rsauth.sandbox import Sandbox
 
@@ -225,22 +225,13 @@ def test_ports_outside_awss_ranges_are_refused(sandbox: Sandbox, port: Any) -> N
         client.get_workgroup(workgroupName=name)
 
 
-def _free_port_in_range(low: int, high: int) -> int | None:
-    for port in range(low, high + 1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return None
 
 
 def test_each_workgroup_is_served_on_its_own_port(sandbox: Sandbox) -> None:
     # GetWorkgroup: "port" is the port asked for, endpoint.port where it is served
     # (https://docs.aws.amazon.com/redshift-serverless/latest/APIReference/API_Workgroup.html).
     client = serverless()
-    asked = _free_port_in_range(8191, 8215)
+    asked = free_port(8191, 8215)
     if asked is None:
         pytest.skip("no port of 8191-8215 is free on this machine")
     workgroup = make_workgroup(client, "ported", port=asked)
@@ -359,7 +350,7 @@ def test_a_custom_domain_reaches_its_workgroup_with_a_verified_certificate(
     # latest/APIReference/API_GetCredentials.html); the certificate covers the domain, as
     # the ACM certificate of a custom domain does.
     client = serverless()
-    asked = _free_port_in_range(5431, 5455)
+    asked = free_port(5431, 5455)
     workgroup = make_workgroup(client, "reach", **({"port": asked} if asked else {}))
     client.create_custom_domain_association(
         workgroupName=workgroup["workgroupName"], customDomainName=domain,
