@@ -187,3 +187,7 @@ def test_an_unknown_key_is_called_invalid_not_short_of_a_permission(cli: Cli) ->
     assert result.returncode == 1
     assert "the access key is not valid" in result.stdout
     assert "grant" not in result.stdout.lower()
+    # The sandbox refuses the key at STS as AWS does, so no placeholder identity is named.
+    mark, _ = report(result)["caller identity"]
+    assert mark == "✗"
+    assert "moto" not in result.stdout
