@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
-import redshift_connector
+from redshift_connector.core import Connection as RedshiftConnection
 
 import rsauth
 from rsauth.sandbox import Sandbox
@@ -204,10 +204,12 @@ def test_connect_async_returns_a_redshift_connector_connection_opened_off_the_lo
 
     loop_thread, connection = asyncio.run(connect())
     with connection:
-        assert isinstance(connection, redshift_connector.Connection)
+        assert isinstance(connection, RedshiftConnection)
         cursor = connection.cursor()
         cursor.execute("select current_user, current_setting('application_name')")
-        user, application = cursor.fetchone()
+        row = cursor.fetchone()
+        assert row is not None
+        user, application = row
         cursor.close()
         assert user == "IAM:sandbox-admin"
         # Named after this module, not after a frame of the worker thread.
@@ -228,7 +230,9 @@ def test_the_module_level_functions_use_the_default_broker(sandbox: Sandbox) -> 
         with connection:
             cursor = connection.cursor()
             cursor.execute("select current_user")
-            user = str(cursor.fetchone()[0])
+            row = cursor.fetchone()
+            assert row is not None
+            user = str(row[0])
             cursor.close()
         return credentials, user
 
