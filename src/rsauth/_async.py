@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-__all__ = ["Flights"]
+__all__ = ["Flights", "wait"]
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ class Flights:
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` in a worker thread; cancelling the awaiting task does not stop it."""
-        return await _wait(self._submit(call))
+        return await wait(self.submit(call))
 
     async def join(self, key: Hashable | None, call: Callable[[], T]) -> T:
         """``call()`` in a worker thread, or the one already running for ``key``
@@ -55,7 +55,7 @@ class Flights:
         if started:
             # Outside the lock: a flight already over runs the callback right here.
             future.add_done_callback(functools.partial(self._land, key))
-        return await _wait(future)
+        return await wait(future)
 
     def in_flight(self) -> int:
         """How many keyed flights are running."""
@@ -69,7 +69,9 @@ class Flights:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """``call()`` in a worker thread, for callers that must see its result even when
+        nobody awaits it any more (to close what it opened)."""
         with self._lock:
             return self._submit_locked(call)
 
@@ -86,7 +88,7 @@ class Flights:
                 del self._flights[key]
 
 
-async def _wait(future: concurrent.futures.Future[T]) -> T:
+async def wait(future: concurrent.futures.Future[T]) -> T:
     """The result of ``future``, awaited through a future of the running loop alone.
 
     Unlike ``asyncio.wrap_future``, cancelling the wait leaves ``future`` alone

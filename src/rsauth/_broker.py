@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("rsauth")
+
+C = TypeVar("C")
 
 
 def _utcnow() -> datetime:
@@ -473,6 +475,30 @@ class Broker:
             profile=call.profile,
             role_arn=call.options.role_arn,
         )
+        return connection, credentials
+
+    def _connect_with(
+        self,
+        call: Call,
+        connect: Callable[[Credentials], C],
+        *,
+        verify: Callable[[C], Any] = lambda connection: connection,
+    ) -> tuple[C, Credentials]:
+        """A connection of another driver: ``connect(credentials)`` reports failures as
+        :meth:`Connections.open_with` reads them; a refused login is recovered and a
+        superuser checked as in :meth:`connect` (on ``verify(connection)``, a DB-API view)."""
+
+        def use(login: Login) -> tuple[C, Credentials]:
+            credentials = self._connections.credentials(call, login)
+            opened = self._connections.open_with(
+                call, credentials, functools.partial(connect, credentials)
+            )
+            return opened, credentials
+
+        (connection, credentials), login = self._logins.attempt(call, use)
+        if call.options.method == "superuser" and not self._logins.is_verified(login):
+            self._connections.verify_superuser(verify(connection), call, login)
+            self._logins.mark_verified(login)
         return connection, credentials
 
     # -- bookkeeping ------------------------------------------------------
