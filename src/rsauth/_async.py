@@ -88,32 +88,50 @@ class Flights:
                 del self._flights[key]
 
 
+# The waiters of each running call, by event loop: one wake-up per loop when it ends, however
+# many tasks wait there.
+_waiting_lock = threading.Lock()
+_waiting: dict[concurrent.futures.Future[Any], dict[asyncio.AbstractEventLoop, list[Any]]] = {}
+
+
 async def wait(future: concurrent.futures.Future[T]) -> T:
     """The result of ``future``, awaited through a future of the running loop alone.
 
     Unlike ``asyncio.wrap_future``, cancelling the wait leaves ``future`` alone
     (other waiters share it).
     """
+    if future.done():
+        return future.result()
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
-
-    def settle(done: concurrent.futures.Future[T]) -> None:
-        # A loop closed meanwhile has no one left waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_copy, done, waiter)
-
-    future.add_done_callback(settle)
+    with _waiting_lock:
+        by_loop = _waiting.get(future)
+        first = by_loop is None
+        if by_loop is None:
+            by_loop = _waiting[future] = {}
+        by_loop.setdefault(loop, []).append(waiter)
+    if first:
+        # Outside the lock: a call already over runs the callback right here.
+        future.add_done_callback(_wake)
     return await waiter
 
 
-def _copy(done: concurrent.futures.Future[T], waiter: asyncio.Future[T]) -> None:
-    if waiter.done():
-        return
-    if done.cancelled():
-        waiter.cancel()
-        return
-    error = done.exception()
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(done.result())
+def _wake(future: concurrent.futures.Future[Any]) -> None:
+    with _waiting_lock:
+        by_loop = _waiting.pop(future, {})
+    for loop, waiters in by_loop.items():
+        # A loop closed meanwhile has no one left waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, future, waiters)
+
+
+def _settle(done: concurrent.futures.Future[Any], waiters: list[asyncio.Future[Any]]) -> None:
+    for waiter in waiters:
+        if waiter.done():  # cancelled
+            continue
+        if done.cancelled():
+            waiter.cancel()
+        elif (error := done.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
