@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,3 +279,23 @@ def test_pools_refuse_the_keywords_rsauth_owns(sandbox: Sandbox) -> None:
 # -- the examples ---------------------------------------------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("psycopg_pooled.py", "as IAM:sandbox-admin: 3 orders, 19.75 in total"),
+        ("asyncio_fastapi_style.py", "20 requests served"),
+    ],
+)
+def test_the_examples_run(sandbox: Sandbox, example: str, expected: str) -> None:
+    env = {**os.environ, "RSAUTH_WORKGROUP": sandbox.workgroup}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / example)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+    assert "GetCredentials calls: 1" in result.stdout
+    for entry in sandbox.issued_passwords():
+        assert entry["password"] not in result.stdout + result.stderr
