@@ -18,6 +18,7 @@ import pytest
 from redshift_connector.core import Connection as RedshiftConnection
 
 import rsauth
+import rsauth.psycopg
 from rsauth.sandbox import Sandbox
 
 TASKS = 1000
@@ -246,3 +247,48 @@ def test_bad_settings_raise_in_the_awaiting_task(sandbox: Sandbox) -> None:
         asyncio.run(rsauth.get_credentials_async(workgroup=sandbox.workgroup, method="nope"))
     with pytest.raises(rsauth.ConfigurationError, match="sslmdoe"):
         asyncio.run(rsauth.connect_async(workgroup=sandbox.workgroup, sslmdoe="verify-full"))
+
+
+def test_a_cancelled_psycopg_connect_leaves_no_session_open(
+    sandbox: Sandbox, broker: rsauth.Broker, sent: Sent
+) -> None:
+    sandbox.latency(0.3)
+    before = sandbox.front_stats()["sessions_open"]
+
+    async def scenario() -> dict[str, Any]:
+        task = asyncio.ensure_future(
+            rsauth.psycopg.connect_async(broker=broker, workgroup=sandbox.workgroup)
+        )
+        await wait_for(sent.get_credentials)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The worker goes on: it logs in, opens the session, and rsauth closes it on this loop.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while True:
+            stats = sandbox.front_stats()
+            if stats["logins_ok"] >= 1 and stats["sessions_open"] == before:
+                return stats
+            assert loop.time() < deadline, f"the session was left open: {stats}"
+            await asyncio.sleep(0.01)
+
+    stats = asyncio.run(scenario())
+    assert stats["logins_ok"] == 1
+    # The login it fetched serves the next caller.
+    credentials = asyncio.run(broker.credentials_async(workgroup=sandbox.workgroup))
+    assert credentials.user == "IAM:sandbox-admin"
+    assert sandbox.calls()["redshift-serverless.GetCredentials"] == 1
+
+
+def test_psycopg_connect_async_logs_in_off_the_loop(
+    sandbox: Sandbox, broker: rsauth.Broker, sent: Sent
+) -> None:
+    async def connect() -> int:
+        connection = await rsauth.psycopg.connect_async(broker=broker, workgroup=sandbox.workgroup)
+        await connection.close()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(connect())
+    assert "GetCredentials" in sent.operations()
+    assert loop_thread not in sent.threads()
