@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -92,6 +93,17 @@ class Flights:
 # many tasks wait there.
 _waiting_lock = threading.Lock()
 _waiting: dict[concurrent.futures.Future[Any], dict[asyncio.AbstractEventLoop, list[Any]]] = {}
+
+
+def _forget_waiters_in_child() -> None:
+    # The parent's threads and loops do not exist here; its lock may have been held.
+    global _waiting_lock, _waiting
+    _waiting_lock = threading.Lock()
+    _waiting = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_waiters_in_child)
 
 
 async def wait(future: concurrent.futures.Future[T]) -> T:
