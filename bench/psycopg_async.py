@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -134,7 +135,7 @@ class AsyncBench:
         if latency:
             self.sb.latency(latency)
         failures: list[str] = []
-        stall = 0.0
+        stall = gc_pause = 0.0
         # One sleep all "no rsauth" tasks await, as all rsauth tasks await one call.
         shared: dict[str, asyncio.Future[None]] = {}
         start = time.perf_counter()
@@ -170,7 +171,10 @@ class AsyncBench:
                 shared["sleep"] = asyncio.ensure_future(asyncio.sleep(max(latency, 0.001)))
                 return await watched([one() for _ in range(count)])
 
-            outcomes, stall = asyncio.run(burst())
+            with GcPauses() as pauses:
+                start = time.perf_counter()
+                outcomes, stall = asyncio.run(burst())
+            gc_pause = pauses.longest
             failures = [type(o).__name__ for o in outcomes if isinstance(o, BaseException)]
         wall = time.perf_counter() - start
         broker.close()
@@ -180,7 +184,30 @@ class AsyncBench:
                 "warm_clients": warm_clients,
                 "GetCredentials": calls.get("redshift-serverless.GetCredentials", 0),
                 "wall_s": round(wall, 2), "loop_stall_ms": round(stall * 1000, 1),
+                "gc_pause_ms": round(gc_pause * 1000, 1),
                 "failures": len(failures)}
+
+
+class GcPauses:
+    """The longest garbage-collector pause while installed (a pause stops every thread)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.collect()  # what earlier phases left behind is not this burst's (nor its wall time)
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self)
 
 
 async def watched(work: list[Coroutine[Any, Any, None]]) -> tuple[list[Any], float]:
@@ -230,11 +257,14 @@ def print_report(results: dict[str, Any]) -> None:
               f"{row['ratio_to_floor']:>9}")
     print("\n== cold cache: callers at once ==")
     print(f"{'contender':<40}{'callers':>8}{'latency':>9}{'GetCreds':>9}{'wall s':>8}"
-          f"{'stall ms':>9}{'failed':>7}")
+          f"{'stall ms':>9}{'gc ms':>7}{'failed':>7}")
     for row in results["cold_burst"]:
-        stall = row["loop_stall_ms"] if row["contender"].startswith("tasks") else "-"
+        tasks = row["contender"].startswith("tasks")
+        stall = row["loop_stall_ms"] if tasks else "-"
+        pause = row["gc_pause_ms"] if tasks else "-"
         print(f"{row['contender']:<40}{row['callers']:>8}{row['latency_ms']:>7}ms"
-              f"{row['GetCredentials']:>9}{row['wall_s']:>8}{stall:>9}{row['failures']:>7}")
+              f"{row['GetCredentials']:>9}{row['wall_s']:>8}{stall:>9}{pause:>7}"
+              f"{row['failures']:>7}")
     print(f"an idle loop's longest stall on this machine: {results['idle_loop_stall_ms']} ms")
     print("\n== targets ==")
     for what, figure, held in results["verdicts"]:
