@@ -87,6 +87,7 @@ class AsyncBench:
                 start = time.perf_counter()
                 select_one(contenders[name]())
                 samples[name].append((time.perf_counter() - start) * 1000)
+        own = self._own_cost(broker)
         broker.close()
         floor = statistics.median(samples["psycopg.connect, static password (floor)"])
         table = {}
@@ -96,7 +97,25 @@ class AsyncBench:
                            "p90_ms": round(percentile(values, 0.9), 2),
                            "max_ms": round(max(values), 2),
                            "ratio_to_floor": round(median / floor, 3)}
-        self.results["warm_connect"] = {"rounds": rounds, "contenders": table}
+        self.results["warm_connect"] = {"rounds": rounds, "contenders": table,
+                                        "rsauth_own_us": own}
+
+    def _own_cost(self, broker: rsauth.Broker, calls: int = 2000) -> dict[str, float]:
+        """rsauth's own cost per warm connect: the same call with psycopg's connect stubbed."""
+        real = psycopg.Connection.connect
+        psycopg.Connection.connect = classmethod(  # type: ignore[method-assign,assignment]
+            lambda cls, *args, **kwargs: None)  # the driver's work left out
+        try:
+            out = {}
+            for method in ("secret", "iam"):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    rsauth.psycopg.connect(broker=broker, workgroup=self.sb.workgroup,
+                                           method=method)
+                out[method] = round((time.perf_counter() - start) / calls * 1e6, 1)
+            return out
+        finally:
+            psycopg.Connection.connect = real  # type: ignore[method-assign]
 
     # -- 2. cold bursts -------------------------------------------------------------------
 
@@ -255,6 +274,9 @@ def print_report(results: dict[str, Any]) -> None:
     for name, row in results["warm_connect"]["contenders"].items():
         print(f"{name:<42}{row['median_ms']:>10}{row['p90_ms']:>9}{row['max_ms']:>9}"
               f"{row['ratio_to_floor']:>9}")
+    own = results["warm_connect"]["rsauth_own_us"]
+    print(f"rsauth's own cost per connect (psycopg stubbed): {own['secret']} us (secret), "
+          f"{own['iam']} us (iam)")
     print("\n== cold cache: callers at once ==")
     print(f"{'contender':<40}{'callers':>8}{'latency':>9}{'GetCreds':>9}{'wall s':>8}"
           f"{'stall ms':>9}{'gc ms':>7}{'failed':>7}")
