@@ -114,9 +114,9 @@ _SERVER_MESSAGE = re.compile(r"\b(?:FATAL|PANIC|ERROR):  (.+?)\s*$", re.S)
 # What the server says, with the SQLSTATE it sends along (28000 for both refusals on
 # Redshift; PostgreSQL sends 28P01 for a wrong password).
 _SERVER_CODES = (
-    ("password authentication failed for user", "28000"),
-    ("IAM Authentication token has expired", "28000"),
-    ("does not exist", "3D000"),
+    (re.compile(r"^password authentication failed for user "), "28000"),
+    (re.compile(r"^IAM Authentication token has expired"), "28000"),
+    (re.compile(r'^database ".*" does not exist'), "3D000"),
 )
 # libpq's own messages for a network failure, and for a TLS failure (fe-connect.c,
 # fe-secure-openssl.c).
@@ -503,7 +503,7 @@ def _as_driver_failure(exc: psycopg.Error) -> Exception:
     if found or exc.sqlstate:
         message = found[-1] if found else text
         code = exc.sqlstate or next(
-            (sqlstate for phrase, sqlstate in _SERVER_CODES if phrase in message), ""
+            (sqlstate for pattern, sqlstate in _SERVER_CODES if pattern.search(message)), ""
         )
         fields = {"S": "FATAL", "C": code, "M": message}
         return InterfaceError(fields) if code.startswith("28") else ProgrammingError(fields)
