@@ -259,12 +259,13 @@ def test_an_async_pool_outlives_expired_passwords(
         async with rsauth.psycopg.async_pool(
             broker=broker, workgroup=sandbox.workgroup, max_size=2
         ) as pool:
-            for _ in range(2):
+            for expire in (True, False):
                 async with pool.connection() as connection:
                     cursor = await connection.execute("select current_user")
                     users.append(await cursor.fetchone())
-                    await connection.close()
-                sandbox.expire_passwords()
+                    await connection.close()  # the next one is a new session, a new login
+                if expire:
+                    sandbox.expire_passwords()
         return users
 
     assert asyncio.run(use()) == [("IAM:sandbox-admin",)] * 2
