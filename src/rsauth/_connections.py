@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redshift_connector
 from tenacity import (
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from redshift_connector.core import Connection
 
 __all__ = ["Connections", "Refused", "refused_error"]
+
+T = TypeVar("T")
 
 # Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
 # signature changed across tenacity releases, these two do not).
@@ -224,6 +226,25 @@ class Connections:
         )
         try:
             return retrying(attempt)
+        except Exception as exc:
+            raise self._error(call, credentials, exc) from exc
+
+    def open_with(self, call: Call, credentials: Credentials, connect: Callable[[], T]) -> T:
+        """``connect()`` for another driver, retried and its failures read as in :meth:`open`.
+
+        ``connect`` reports failures in ``redshift_connector``'s terms (a refused login
+        an ``InterfaceError`` with SQLSTATE 28000, a network failure an ``OSError``, a
+        TLS failure an ``ssl.SSLError``), so they get the same rsauth errors."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._connect_attempts),
+            wait=_CONNECT_BACKOFF,
+            retry=retry_if_exception(is_transient),
+            sleep=self._sleep,
+            before_sleep=self._on_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(connect)
         except Exception as exc:
             raise self._error(call, credentials, exc) from exc
 
