@@ -466,21 +466,16 @@ class Broker:
     # -- connecting -------------------------------------------------------
 
     def _connect(self, call: Call, kwargs: Mapping[str, Any]) -> tuple[Connection, Credentials]:
-        def use(login: Login) -> tuple[Connection, Credentials]:
-            credentials = self._connections.credentials(call, login)
-            return self._connections.open(call, credentials, kwargs), credentials
-
-        (connection, credentials), login = self._logins.attempt(call, use)
-        if call.options.method == "superuser" and not self._logins.is_verified(login):
-            self._connections.verify_superuser(connection, call, login)
-            self._logins.mark_verified(login)
+        connection, credentials = self._connect_with(
+            call, lambda credentials: self._connections.driver_connect(credentials, kwargs)
+        )
         _ORIGINS[connection] = ConnectionOrigin(
             broker=self,
             workgroup=call.options.workgroup,
             custom_domain=call.options.custom_domain,
             database=credentials.database,
-            user=login.user,
-            method=login.method,
+            user=credentials.user,
+            method=credentials.method,
             region=call.resolved_aws.region if call.resolved_aws is not None else None,
             profile=call.profile,
             role_arn=call.options.role_arn,

@@ -202,39 +202,25 @@ class Connections:
 
     # -- connecting -------------------------------------------------------
 
-    def open(self, call: Call, credentials: Credentials, kwargs: Mapping[str, Any]) -> Connection:
-        """A driver connection, transient network failures retried; a refused login is
-        :class:`Refused`, any other failure an rsauth error."""
-
-        def attempt() -> Connection:
-            return redshift_connector.connect(
-                user=credentials.user,
-                password=credentials.password,
-                host=credentials.host,
-                port=credentials.port,
-                database=credentials.database,
-                **kwargs,
-            )
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self._connect_attempts),
-            wait=_CONNECT_BACKOFF,
-            retry=retry_if_exception(is_transient),
-            sleep=self._sleep,
-            before_sleep=self._on_retry,
-            reraise=True,
+    @staticmethod
+    def driver_connect(credentials: Credentials, kwargs: Mapping[str, Any]) -> Connection:
+        """One redshift_connector connection attempt, neither retried nor mapped."""
+        return redshift_connector.connect(
+            user=credentials.user,
+            password=credentials.password,
+            host=credentials.host,
+            port=credentials.port,
+            database=credentials.database,
+            **kwargs,
         )
-        try:
-            return retrying(attempt)
-        except Exception as exc:
-            raise self._error(call, credentials, exc) from exc
 
     def open_with(self, call: Call, credentials: Credentials, connect: Callable[[], T]) -> T:
-        """``connect()`` for another driver, retried and its failures read as in :meth:`open`.
+        """``connect()``, transient network failures retried; a refused login is
+        :class:`Refused`, any other failure an rsauth error.
 
         ``connect`` reports failures in ``redshift_connector``'s terms (a refused login
         an ``InterfaceError`` with SQLSTATE 28000, a network failure an ``OSError``, a
-        TLS failure an ``ssl.SSLError``), so they get the same rsauth errors."""
+        TLS failure an ``ssl.SSLError``), so every driver gets the same rsauth errors."""
         retrying = Retrying(
             stop=stop_after_attempt(self._connect_attempts),
             wait=_CONNECT_BACKOFF,
