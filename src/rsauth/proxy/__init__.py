@@ -9,6 +9,7 @@ started it is let in. The command is ``rsauth proxy``.
 
 from __future__ import annotations
 
+from rsauth.proxy._health import HealthServer
 from rsauth.proxy._server import DEFAULT_PORT, Proxy, SessionRecord
 
-__all__ = ["DEFAULT_PORT", "Proxy", "SessionRecord"]
+__all__ = ["DEFAULT_PORT", "HealthServer", "Proxy", "SessionRecord"]

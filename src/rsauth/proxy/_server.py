@@ -90,6 +90,7 @@ log = logging.getLogger("rsauth.proxy")
 DEFAULT_PORT = 5439
 _INT32 = struct.Struct("!i")
 _KEY = struct.Struct("!ii")
+_CLOSE_GRACE = 1.0
 
 # Startup parameters not passed upstream: the login is the proxy's (user), the
 # database is passed separately, "replication" asks for a walsender Redshift does not
@@ -609,10 +610,9 @@ class Proxy:
             with contextlib.suppress(Exception):
                 link.write(error_response("FATAL", _INTERNAL, f"rsauth proxy: {error}"))
         finally:
-            if link.transport is not None:
-                link.transport.close()
             if upstream is not None:
                 upstream.link.abort()
+            await _close(link)
         if session.client_user or upstream is not None or error:
             self._record(session, began, upstream, error)
 
@@ -838,6 +838,21 @@ class Proxy:
             await cancel(host, port, upstream_key, self._upstream_tls, self.connect_timeout)
         except (Unreachable, OSError, asyncio.TimeoutError) as exc:
             log.warning("%s: could not forward a cancel request: %s", self.name, exc)
+
+
+async def _close(link: Link) -> None:
+    """Close the client's side (a TLS close_notify first), then abort what is left: like
+    PostgreSQL, the proxy does not wait long for the client's answering close_notify."""
+    if link.transport is None:
+        return
+    link.transport.close()
+    try:
+        await asyncio.wait_for(link.closed(), _CLOSE_GRACE)
+    except asyncio.CancelledError:
+        link.abort()
+        raise
+    except Exception:
+        link.abort()
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
