@@ -61,9 +61,10 @@ def wait_for(condition: Callable[[], bool], what: str, limit: float = 30.0) -> N
 
 
 def statement_running(sandbox: Sandbox, statement: str) -> bool:
+    literal = "'" + statement.replace("'", "''") + "'"
     rows = sandbox.sql(
-        "select count(*) from pg_stat_activity where state = 'active' and query = "
-        "'" + statement.replace("'", "''") + "'",
+        # The statement is quoted as a literal above.
+        f"select count(*) from pg_stat_activity where state = 'active' and query = {literal}",  # noqa: S608
         database="postgres",
     )
     return rows[0][0] == "1"

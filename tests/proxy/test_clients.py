@@ -150,7 +150,8 @@ def test_cancel_stops_a_running_statement(proxy: Proxy, sandbox: Sandbox) -> Non
         connection.cancel_safe()
         thread.join(30)
         assert not thread.is_alive()
-        assert failure and isinstance(failure[0], psycopg.errors.QueryCanceled)
+        assert failure
+        assert isinstance(failure[0], psycopg.errors.QueryCanceled)
         # The session is still usable.
         assert connection.execute("select 1").fetchone() == (1,)
 

@@ -37,6 +37,7 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,8 @@ class Proxy:
         # The proxy's BackendKeyData (pid, secret) → (host, port, upstream key); loop only.
         self._keys: dict[bytes, tuple[str, int, bytes]] = {}
         self._logins: Logins | None = None
+        # Every client link, so that shutdown can abort what a session left half-closed.
+        self._links: weakref.WeakSet[Link] = weakref.WeakSet()
         self._upstream_tls: ssl.SSLContext | None = None
 
     # ----------------------------------------------------------------- properties
@@ -492,6 +495,9 @@ class Proxy:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for link in list(self._links):
+            if not link.is_closed:
+                link.abort()
         for _ in range(3):
             await asyncio.sleep(0)
 
@@ -557,7 +563,8 @@ class Proxy:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         where = f"{address[0]}:{address[1]}"
-        uid = tcp_peer_uid(sock) if is_loopback(str(address[0])) else None
+        # Off loopback the local password is the check, whoever the peer is.
+        uid = tcp_peer_uid(sock) if is_loopback(self._requested_address or "") else None
         return (f"uid {uid}" if uid is not None else where), uid
 
     async def _serve(self, sock: socket.socket, address: Any, kind: str) -> None:
@@ -570,6 +577,7 @@ class Proxy:
         except OSError:
             sock.close()
             return
+        self._links.add(link)
         session = _Session(link, who, uid)
         upstream: Upstream | None = None
         error: str | None = None

@@ -153,8 +153,8 @@ async def open_upstream(
     """A session logged in as ``credentials`` with the client's startup ``params``."""
     link = Link()
     host, port = credentials.host, credentials.port
-    await asyncio.wait_for(_tls_socket(host, port, context, link, timeout), timeout)
     try:
+        await asyncio.wait_for(_tls_socket(host, port, context, link, timeout), timeout)
         startup = {**params, "user": credentials.user, "database": credentials.database}
         link.write(startup_packet(startup))
         answers, key = await asyncio.wait_for(_login(link, credentials), timeout)
