@@ -253,7 +253,8 @@ class Proxy:
         # The proxy's BackendKeyData (pid, secret) → (host, port, upstream key); loop only.
         self._keys: dict[bytes, tuple[str, int, bytes]] = {}
         self._logins: Logins | None = None
-        # Every client link, so that shutdown can abort what a session left half-closed.
+        # Every link (client and upstream), so that shutdown can abort what a session left
+        # half-closed.
         self._links: weakref.WeakSet[Link] = weakref.WeakSet()
         self._upstream_tls: ssl.SSLContext | None = None
 
@@ -498,7 +499,8 @@ class Proxy:
         for link in list(self._links):
             if not link.is_closed:
                 link.abort()
-        for _ in range(3):
+        # Aborted transports close their sockets in callbacks; let those run.
+        for _ in range(5):
             await asyncio.sleep(0)
 
     def __enter__(self) -> Proxy:
@@ -669,7 +671,10 @@ class Proxy:
                     await self._cancel(body[4:])
                 return None
             elif code >> 16 == PROTOCOL_3_0 >> 16:
-                params = parse_startup_params(body[4:])
+                try:
+                    params = parse_startup_params(body[4:])
+                except UnicodeDecodeError:
+                    raise ProtocolViolation("the startup message is not UTF-8 text") from None
                 session.client_user = params.get("user", "")
                 session.database = params.get("database") or ""
                 options = [name for name in params if name.startswith("_pq_.")]
@@ -785,6 +790,7 @@ class Proxy:
                 raise _Refusal(
                     _CANNOT_CONNECT, f"rsauth proxy: {self.target}: {text}"
                 ) from exc
+            self._links.add(upstream.link)
             self._logins.accepted(credentials)
             return upstream
         raise AssertionError("unreachable")

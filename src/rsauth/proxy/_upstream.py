@@ -122,6 +122,10 @@ async def _tls_socket(
             answer = await loop.sock_recv(sock, 1)
             if answer != b"S":
                 sock.close()
+                if not answer:
+                    raise Unreachable(
+                        f"{host}:{port} closed the connection before answering (refused)"
+                    )
                 raise Unreachable(f"{host}:{port} does not offer TLS (answered {answer!r})")
             await loop.create_connection(
                 lambda: link, sock=sock, ssl=context, server_hostname=host,
