@@ -77,10 +77,11 @@ def test_another_uid_is_refused_on_the_unix_socket(make_proxy: ProxyFactory) -> 
     assert path is not None
     assert (directory.stat().st_mode & 0o777) == 0o700
     assert login_raw(str(path))[-1][0] == b"Z"
-    # The 0700 directory keeps others out; open it to reach the uid check behind it.
-    os.chmod(parent, 0o755)
-    os.chmod(directory, 0o755)
-    os.chmod(path, 0o777)
+    # The 0700 directory keeps others out; open it (S103, on purpose) to reach the uid
+    # check behind it.
+    os.chmod(parent, 0o755)  # noqa: S103
+    os.chmod(directory, 0o755)  # noqa: S103
+    os.chmod(path, 0o777)  # noqa: S103
     try:
         messages = as_nobody(lambda: login_raw(str(path)))
     finally:
@@ -95,8 +96,8 @@ def test_a_unix_socket_directory_open_to_others_is_refused(
     make_proxy: ProxyFactory, tmp_path: Path
 ) -> None:
     directory = tmp_path / "open"
-    directory.mkdir(mode=0o755)
-    os.chmod(directory, 0o755)
+    directory.mkdir()
+    os.chmod(directory, 0o755)  # noqa: S103 - the permissive directory under test
     with pytest.raises(ValueError, match="open to other users"):
         make_proxy(address=None, unix_socket=directory)
 

@@ -52,8 +52,8 @@ class Link(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._ended = True
         self._wake()
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        if self.peer is not None:
+            self.peer.close()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -61,8 +61,8 @@ class Link(asyncio.Protocol):
         self._wake()
         if not self._closed.done():
             self._closed.set_result(None)
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        if self.peer is not None:
+            self.peer.close()
 
     def pause_writing(self) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -113,8 +113,8 @@ class Link(asyncio.Protocol):
             self.relayed += len(self._buffer)
             peer.transport.write(bytes(self._buffer))
             self._buffer.clear()
-        if self._ended and peer.transport is not None:
-            peer.transport.close()
+        if self._ended:
+            peer.close()
 
     async def closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -122,6 +122,12 @@ class Link(asyncio.Protocol):
     @property
     def is_closed(self) -> bool:
         return self._closed.done()
+
+    def close(self) -> None:
+        """Close gracefully (TLS: close_notify first), once: a second ``close()`` of an
+        asyncio TLS transport detaches it, after which ``abort()`` would do nothing."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:

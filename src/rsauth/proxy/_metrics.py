@@ -81,7 +81,8 @@ def render(snapshots: dict[str, dict[str, float]]) -> str:
     """Prometheus text for ``{workgroup: snapshot}``."""
     lines: list[str] = []
     for name, (kind, text) in _HELP.items():
-        metric = f"rsauth_proxy_{name}" + ("_total" if kind == "counter" else "")
+        suffix = "_total" if kind == "counter" and not name.endswith("_total") else ""
+        metric = f"rsauth_proxy_{name}{suffix}"
         lines.append(f"# HELP {metric} {text}")
         lines.append(f"# TYPE {metric} {kind}")
         for workgroup, snapshot in snapshots.items():

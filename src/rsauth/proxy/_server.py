@@ -859,7 +859,7 @@ async def _close(link: Link) -> None:
     PostgreSQL, the proxy does not wait long for the client's answering close_notify."""
     if link.transport is None:
         return
-    link.transport.close()
+    link.close()
     try:
         await asyncio.wait_for(link.closed(), _CLOSE_GRACE)
     except asyncio.CancelledError:
