@@ -60,9 +60,11 @@ soak: $(STAMP) parts
 
 # rsauth against redshift_connector's IAM path and the static-password floor (prints a
 # table, writes bench/results/latest.json), then the fleet of worker processes with and
-# without the shared tier (bench/results/fleet.json). Not part of make test.
+# without the shared tier (bench/results/fleet.json), then rsauth proxy against a direct
+# connection (bench/results/proxy.json). Not part of make test.
 bench: $(STAMP) parts
 	$(PARTS_ENV) $(BIN)/python bench/run.py
+	$(PARTS_ENV) $(BIN)/python bench/proxy.py
 	$(PARTS_ENV) $(BIN)/pytest tests/fleet/test_fleet.py -q
 
 lint: $(STAMP)
