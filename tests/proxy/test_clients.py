@@ -235,3 +235,19 @@ def test_two_hundred_concurrent_sessions(proxy: Proxy) -> None:
     stats = proxy.stats()
     assert stats["sessions_total"] == 200
     wait_for(lambda: proxy.stats()["sessions_open"] == 0, "sessions to close")
+
+
+def test_superuser_is_checked_once_per_login_not_per_session(
+    make_proxy: ProxyFactory, sandbox: Sandbox
+) -> None:
+    proxy = make_proxy(method="superuser")
+    assert proxy.wait_ready(60)
+    for _ in range(3):
+        with psycopg.connect(conninfo(proxy, sslmode="disable")) as connection:
+            row = connection.execute(
+                "select usesuper from pg_user where usename = current_user"
+            ).fetchone()
+            assert row == (True,)
+    # Three sessions and one check per login: the readiness login (no database named) and
+    # the login for 'dev' are two logins. No query of the proxy's own runs per session.
+    assert sandbox.front_stats()["logins_ok"] == 3 + 2
