@@ -154,3 +154,13 @@ def test_a_generated_local_password_is_written_0600(make_proxy: ProxyFactory) ->
     info = f"host={address} port={proxy.port} user=me dbname=dev sslmode=require"
     with psycopg.connect(f"{info} password={password}") as connection:
         assert connection.execute("select 1").fetchone() == (1,)
+
+
+def test_on_loopback_the_uid_check_replaces_the_password(
+    make_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    password_file = tmp_path / "local-password"
+    password_file.write_text("unused here\n")
+    proxy = make_proxy(local_password_file=password_file)
+    assert not proxy.password_required
+    assert login_raw(("127.0.0.1", proxy.port))[-1][0] == b"Z"

@@ -241,6 +241,7 @@ class Proxy:
         self._local_tls: LocalTls | None = None
         self._local_password: bytes | None = None
         self.local_password_path: Path | None = None
+        self._uid_checkable = False
         self._listeners: list[tuple[socket.socket, str]] = []
         self._port: int | None = None
         self.unix_socket_path: Path | None = None
@@ -287,8 +288,8 @@ class Proxy:
 
     @property
     def password_required(self) -> bool:
-        """Whether TCP clients must send the local password."""
-        return self._local_password is not None
+        """Whether TCP clients must send the local password (their uid cannot be checked)."""
+        return self._local_password is not None and not self._uid_checkable
 
     def describe(self) -> list[str]:
         """Where it listens, one line each: TCP, Unix socket, CA file, local password file."""
@@ -411,6 +412,7 @@ class Proxy:
     def _choose_local_password(self) -> None:
         tcp = self._requested_address is not None
         uid_known = tcp and is_loopback(self._requested_address or "") and NETLINK_AVAILABLE
+        self._uid_checkable = uid_known
         if self._password_file is not None:
             try:
                 text = self._password_file.read_text().strip()
