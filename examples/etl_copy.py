@@ -48,9 +48,28 @@ def platform_setup(sandbox: Sandbox) -> str:
              "Action": ["sts:AssumeRole", "sts:TagSession"]},
         ],
     }
-    role = boto3.client("iam").create_role(
+    iam = boto3.client("iam")
+    role = iam.create_role(
         RoleName="etl-job", AssumeRolePolicyDocument=json.dumps(trust)
     )["Role"]["Arn"]
+    # What the job does as the role: log in, check the namespace, and reach its bucket.
+    permissions = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow",
+             "Action": ["redshift-serverless:GetWorkgroup", "redshift-serverless:GetCredentials",
+                        "redshift-serverless:GetNamespace"],
+             "Resource": [
+                 f"arn:aws:redshift-serverless:*:{sandbox.account_id}:workgroup/*",
+                 f"arn:aws:redshift-serverless:*:{sandbox.account_id}:namespace/*",
+             ]},
+            {"Effect": "Allow",
+             "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+             "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]},
+        ],
+    }
+    iam.put_role_policy(RoleName="etl-job", PolicyName="etl",
+                        PolicyDocument=json.dumps(permissions))
     boto3.client("redshift-serverless").update_namespace(
         namespaceName=sandbox.namespace, iamRoles=[role], defaultIamRoleArn=role
     )

@@ -42,12 +42,28 @@ def main() -> None:
     print("starting the local Redshift Serverless sandbox ...")
     with Sandbox() as sandbox:
         os.environ.update(sandbox.env)  # endpoints, region, the creator's keys, the sandbox CA
-        # An application role, as an administrator would create it.
-        boto3.client("iam").create_role(
+        # An application role, as an administrator would create it: this account's
+        # identities may assume it (and tag the session), and it may log in.
+        iam = boto3.client("iam")
+        account = sandbox.account_id
+        iam.create_role(
             RoleName="analytics-app",
-            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                 "Action": ["sts:AssumeRole", "sts:TagSession"]},
+            ]}),
         )
-        role = f"arn:aws:iam::{sandbox.account_id}:role/analytics-app"
+        iam.put_role_policy(
+            RoleName="analytics-app",
+            PolicyName="login",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow",
+                 "Action": ["redshift-serverless:GetWorkgroup",
+                            "redshift-serverless:GetCredentials"],
+                 "Resource": f"arn:aws:redshift-serverless:*:{account}:workgroup/*"},
+            ]}),
+        )
+        role = f"arn:aws:iam::{account}:role/analytics-app"
         workgroup = sandbox.workgroup
         print(f"workgroup {workgroup!r}, database {sandbox.database!r}\n")
         print(f"  {'how':<42} {'database user':<20} {'superuser':<10} {'method':<10} credentials")

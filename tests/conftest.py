@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import botocore.parsers
 import pytest
 
 from rsauth.sandbox import Sandbox
@@ -53,15 +56,78 @@ def sandbox_session() -> Iterator[Sandbox]:
             _STARTED.remove(sb)
 
 
+# Secrets met in this process beyond the sandbox's passwords: every secret-bearing
+# field of every AWS response botocore parsed (KMS data keys, STS session keys and
+# tokens, secret values, passwords), fleet keys, store passwords. Never cleared: a
+# secret met in one test must not show up in a later one either.
+_REGISTERED: set[str] = set()
+
+# Response fields whose values are secrets: the members of shapes marked "sensitive"
+# in botocore/data/{kms/2014-11-01,secretsmanager/2017-10-17,redshift-serverless/
+# 2021-04-21,sts/2011-06-15}/service-2.json, and STS's SessionToken.
+_SECRET_FIELDS = frozenset({
+    "Plaintext", "SecretAccessKey", "SessionToken", "SecretString", "SecretBinary",
+    "dbPassword", "adminUserPassword", "RandomPassword",
+})
+
+
+def register_secret(value: str | bytes) -> None:
+    """Fail any test whose log records hold ``value``: text as it is, bytes in every form
+    they may be written in (their repr, base64 in both alphabets, hex)."""
+    if isinstance(value, str):
+        forms = {value}
+    else:
+        forms = {
+            repr(bytes(value))[2:-1],
+            base64.b64encode(value).decode().rstrip("="),
+            base64.urlsafe_b64encode(value).decode().rstrip("="),
+            bytes(value).hex(),
+        }
+    # Shorter strings would match by chance (and no real secret is that short).
+    _REGISTERED.update(form for form in forms if len(form) >= 12)
+
+
+def _register_response_secrets(parsed: Any) -> None:
+    if isinstance(parsed, dict):
+        for name, value in parsed.items():
+            if name in _SECRET_FIELDS and isinstance(value, str | bytes | bytearray):
+                register_secret(value if isinstance(value, str) else bytes(value))
+            else:
+                _register_response_secrets(value)
+    elif isinstance(parsed, list):
+        for item in parsed:
+            _register_response_secrets(item)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _register_aws_secrets() -> Iterator[None]:
+    """Every AWS response parsed in this process has its secret fields registered."""
+    original = botocore.parsers.ResponseParser.parse
+
+    def parse(self: Any, response: Any, shape: Any) -> Any:
+        parsed = original(self, response, shape)
+        _register_response_secrets(parsed)
+        return parsed
+
+    botocore.parsers.ResponseParser.parse = parse  # type: ignore[method-assign]  # a spy
+    try:
+        yield
+    finally:
+        botocore.parsers.ResponseParser.parse = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test runs with DEBUG logging captured; a password the session's
-    sandbox ever issued (or its secret access key) in any record fails it."""
+    sandbox ever issued (or its secret access key), or a registered secret, in any
+    record fails it."""
     caplog.set_level(logging.DEBUG)
     yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
     for sb in _STARTED:
-        records = caplog.get_records("setup") + caplog.get_records("call")
         assert_no_secret_in(records, sb)
+    if not _STARTED:
+        assert_no_secret_in(records, None)
 
 
 @pytest.fixture
@@ -74,14 +140,17 @@ def sandbox(sandbox_session: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterat
     sandbox_session.reset()
 
 
-def secrets_of(sb: Sandbox) -> set[str]:
-    """Every password the sandbox issued, and the sandbox's secret access key."""
-    found = {entry["password"] for entry in sb.issued_passwords()}
-    found.add(sb.env["AWS_SECRET_ACCESS_KEY"])
+def secrets_of(sb: Sandbox | None) -> set[str]:
+    """Every password the sandbox issued, the sandbox's secret access key, and every
+    registered secret (:func:`register_secret`)."""
+    found = set(_REGISTERED)
+    if sb is not None:
+        found.update(entry["password"] for entry in sb.issued_passwords())
+        found.add(sb.env["AWS_SECRET_ACCESS_KEY"])
     return found
 
 
-def assert_no_secret_in(records: list[logging.LogRecord], sb: Sandbox) -> None:
+def assert_no_secret_in(records: list[logging.LogRecord], sb: Sandbox | None) -> None:
     secrets = secrets_of(sb)
     for record in records:
         text = record.getMessage()

@@ -9,6 +9,7 @@ names the field, the value and what is accepted.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import os
 import re
 import threading
@@ -18,9 +19,11 @@ from typing import Any, Final
 
 from cachetools import LRUCache
 
-from rsauth._errors import ConfigurationError
+from rsauth._errors import ConfigurationError, python_only
+from rsauth._fork import call_in_child
 
 __all__ = [
+    "CONTROL_CHARACTERS",
     "METHODS",
     "SETTINGS",
     "UNSET",
@@ -28,6 +31,7 @@ __all__ = [
     "Setting",
     "Unset",
     "check_host",
+    "checked_region",
     "resolve",
     "resolve_region",
 ]
@@ -49,24 +53,101 @@ METHODS: Final = ("auto", "iam", "secret", "superuser", "password")
 DURATION_MIN: Final = 900
 DURATION_MAX: Final = 3600
 
+# C0 controls (NUL, tab, newline, ESC, ...), DEL and the C1 controls: never part of a
+# name, a password or a path rsauth passes on.
+CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# Workgroup names: botocore/data/redshift-serverless/2021-04-21/service-2.json,
+# shape WorkgroupName (3-64, ^[a-z0-9-]+$).
 _WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
-_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+# Role path and name: https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html;
+# the whole ARN is STS's arnType, 20-2048 characters
+# (botocore/data/sts/2011-06-15/service-2.json). re.ASCII: no other script's letters/digits.
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
+_ARN_MAX: Final = 2048
+# SecretIdType: 1-2048 (botocore/data/secretsmanager/2017-10-17/service-2.json).
+_SECRET_ID_MAX: Final = 2048
 _DB_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$.\-]{0,126}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
+# Redshift names (databases, users): UTF-8 printable characters, 1 to 127 bytes
+# (https://docs.aws.amazon.com/redshift/latest/dg/r_names.html).
+_NAME_BYTES: Final = 127
+# A region is a host label, as botocore.utils.validate_region_name checks it (that check
+# raises InvalidRegionError from deep inside client creation, and its "$" lets a
+# trailing newline through): letters, digits, hyphens, not all digits, no hyphen at
+# either end, at most 63 characters.
+_REGION = re.compile(r"(?![0-9]+\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _PROVISIONED_HOST = re.compile(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
 # The RedshiftDbRoles session tag joins role names with ":"; STS caps a tag value at 256.
 _TAG_VALUE_MAX: Final = 256
 
 
-def _text(name: str, raw: object) -> str:
+def _string(name: str, raw: object) -> str:
     if not isinstance(raw, str) or not raw:
-        raise ConfigurationError(f"{name}={raw!r}: expected a non-empty string")
+        raise ConfigurationError(f"{name}={_shown(raw)}: expected a non-empty string")
+    return raw
+
+
+def _text(name: str, raw: object) -> str:
+    """Free text (a profile name): anything printed on one line."""
+    value = _string(name, raw)
+    if CONTROL_CHARACTERS.search(value):
+        raise ConfigurationError(
+            f"{name}={value!r}: a control character (newline, NUL, ...) cannot be part of it"
+        )
+    return value
+
+
+def _password(name: str, raw: object) -> str:
+    # Never repeats the value, whatever is wrong with it.
+    if not isinstance(raw, str) or not raw:
+        raise ConfigurationError(f"{name}: expected a non-empty string, got {type(raw).__name__}")
+    if CONTROL_CHARACTERS.search(raw):
+        raise ConfigurationError(
+            f"{name}: a control character (newline, NUL, ...) cannot be part of a password"
+        )
+    return raw
+
+
+def _redshift_name(name: str, raw: object) -> str:
+    value = _string(name, raw)
+    if not value.isprintable() or len(value.encode("utf-8", "surrogatepass")) > _NAME_BYTES:
+        raise ConfigurationError(
+            f"{name}={_shown(raw)}: a Redshift name is 1 to {_NAME_BYTES} bytes (UTF-8) of "
+            "printable characters"
+        )
+    return value
+
+
+def _secret_id(name: str, raw: object) -> str:
+    if not isinstance(raw, str) or not (1 <= len(raw) <= _SECRET_ID_MAX) or not (
+        raw.isascii() and raw.isprintable()
+    ):
+        raise ConfigurationError(
+            f"{name}={_shown(raw)}: a secret name or ARN is 1 to {_SECRET_ID_MAX} printable "
+            "ASCII characters"
+        )
+    return raw
+
+
+def _shown(raw: object, limit: int = 80) -> str:
+    """``repr`` of a value, cut short: a refused 2 KB string need not be repeated whole."""
+    text = repr(raw)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _region(name: str, raw: object) -> str:
+    if not isinstance(raw, str) or not _REGION.fullmatch(raw):
+        raise ConfigurationError(
+            f"{name}={_shown(raw)}: an AWS region such as 'eu-west-1' is a host label: 1 to "
+            "63 ASCII letters, digits and hyphens, not all digits, no hyphen first or last"
+        )
     return raw
 
 
 def _workgroup(name: str, raw: object) -> str:
-    value = _text(name, raw)
+    value = _string(name, raw)
     if not _WORKGROUP.fullmatch(value):
         raise ConfigurationError(
             f"{name}={value!r}: a workgroup name is 3 to 64 characters of "
@@ -76,7 +157,7 @@ def _workgroup(name: str, raw: object) -> str:
 
 
 def _custom_domain(name: str, raw: object) -> str:
-    value = _text(name, raw)
+    value = _string(name, raw)
     if not _HOSTNAME.fullmatch(value) or "." not in value:
         raise ConfigurationError(
             f"{name}={value!r}: expected a fully qualified DNS name such as 'redshift.example.com'"
@@ -85,7 +166,7 @@ def _custom_domain(name: str, raw: object) -> str:
 
 
 def _method(name: str, raw: object) -> str:
-    value = _text(name, raw).lower()
+    value = _string(name, raw).lower()
     if value not in METHODS:
         raise ConfigurationError(
             f"{name}={raw!r}: unknown login method; accepted: {', '.join(METHODS)}"
@@ -113,11 +194,12 @@ def _duration(name: str, raw: object) -> int:
 
 
 def _role_arn(name: str, raw: object) -> str:
-    value = _text(name, raw)
-    if not _ROLE_ARN.fullmatch(value):
+    value = _string(name, raw)
+    if len(value) > _ARN_MAX or not _ROLE_ARN.fullmatch(value):
         raise ConfigurationError(
-            f"{name}={value!r}: expected an IAM role ARN such as "
-            "'arn:aws:iam::123456789012:role/RedshiftAdmin'"
+            f"{name}={_shown(value)}: expected an IAM role ARN such as "
+            "'arn:aws:iam::123456789012:role/RedshiftAdmin' (ASCII letters, digits and "
+            f"+=,.@_-/ in the path and name; at most {_ARN_MAX} characters)"
         )
     return value
 
@@ -168,8 +250,14 @@ def _bool(name: str, raw: object) -> bool:
 
 
 def check_host(name: str, raw: object) -> str:
-    """Validate a database host name; a provisioned cluster endpoint is refused."""
-    value = _text(name, raw)
+    """Validate a database host: a DNS name or an IP address; a provisioned cluster
+    endpoint is refused."""
+    value = _string(name, raw)
+    if not _HOSTNAME.fullmatch(value) and not _is_ip_address(value):
+        raise ConfigurationError(
+            f"{name}={_shown(value)}: expected a DNS name such as 'db.example.com' "
+            "(ASCII letters, digits, hyphens and dots) or an IP address"
+        )
     if _PROVISIONED_HOST.fullmatch(value) and "redshift-serverless" not in value.lower():
         raise ConfigurationError(
             f"{name}={value!r} is a provisioned Redshift cluster endpoint; rsauth is for "
@@ -177,6 +265,14 @@ def check_host(name: str, raw: object) -> str:
             "'*.redshift-serverless.amazonaws.com' endpoint) instead"
         )
     return value
+
+
+def _is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -194,22 +290,23 @@ class Setting:
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("workgroup", "RSAUTH_WORKGROUP", None, _workgroup),
     Setting("custom_domain", "RSAUTH_CUSTOM_DOMAIN", None, _custom_domain),
-    Setting("database", "RSAUTH_DATABASE", None, _text),
+    Setting("database", "RSAUTH_DATABASE", None, _redshift_name),
     Setting("method", "RSAUTH_METHOD", "auto", _method),
     Setting("duration", "RSAUTH_DURATION", DURATION_MIN, _duration),
-    Setting("secret_id", "RSAUTH_SECRET_ID", None, _text),
+    Setting("secret_id", "RSAUTH_SECRET_ID", None, _secret_id),
     Setting("role_arn", "RSAUTH_ROLE_ARN", None, _role_arn),
     Setting("db_roles", None, (), _db_roles),
-    Setting("user", None, None, _text),
-    Setting("password", None, None, _text),
+    Setting("user", None, None, _redshift_name),
+    Setting("password", None, None, _password),
     Setting("host", None, None, check_host),
     Setting("port", None, None, _port),
-    Setting("region", None, None, _text),
+    Setting("region", None, None, _region),
     Setting("profile", None, None, _text),
     Setting("fallback", None, False, _bool),
 )
 
 SETTING_NAMES: Final = frozenset(setting.name for setting in SETTINGS)
+SETTINGS_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -247,6 +344,16 @@ _ENV_NAMES: Final = tuple(setting.env for setting in SETTINGS if setting.env)
 # is pure, and a service calling connect() with the same arguments repeats it.
 _RESOLVED: LRUCache[tuple[Any, ...], Options] = LRUCache(maxsize=256)
 _RESOLVED_LOCK = threading.Lock()
+
+
+def _fresh_after_fork() -> None:
+    # A thread of the parent may have held the lock, mid-update of the cache, at fork time.
+    global _RESOLVED, _RESOLVED_LOCK
+    _RESOLVED = LRUCache(maxsize=256)
+    _RESOLVED_LOCK = threading.Lock()
+
+
+call_in_child(_fresh_after_fork)
 
 
 def given_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,6 +462,21 @@ def _check_combination(values: Mapping[str, Any]) -> None:
         )
 
 
+# Regions already found well-formed (a process uses one or a few): the check runs on
+# every call, before the cache, and a set lookup costs a fraction of the regex.
+_GOOD_REGIONS: set[str] = set()
+
+
+def checked_region(source: str, region: str) -> str:
+    """``region`` if it is a well-formed region name, else a ConfigurationError naming
+    ``source`` (where it came from)."""
+    if region not in _GOOD_REGIONS:
+        _region(source, region)
+        if len(_GOOD_REGIONS) < 64:
+            _GOOD_REGIONS.add(region)
+    return region
+
+
 def resolve_region(
     explicit: str | None,
     broker_default: str | None,
@@ -366,16 +488,20 @@ def resolve_region(
     ``session_region`` may be a callable, asked only when nothing before it gave a region
     (reading the profile's region costs several microseconds on every call otherwise).
     """
-    for candidate in (explicit, broker_default, environ.get("AWS_REGION"),
-                      environ.get("AWS_DEFAULT_REGION")):
+    for source, candidate in (
+        ("region", explicit),
+        ("Broker(region=)", broker_default),
+        ("AWS_REGION", environ.get("AWS_REGION")),
+        ("AWS_DEFAULT_REGION", environ.get("AWS_DEFAULT_REGION")),
+    ):
         if candidate:
-            return candidate
+            return checked_region(source, candidate)
     profile_region = session_region() if callable(session_region) else session_region
     if profile_region:
-        return profile_region
+        return checked_region("the profile's region", profile_region)
     raise ConfigurationError(
-        "no AWS region: pass region=, Broker(region=), set AWS_REGION or AWS_DEFAULT_REGION, "
-        "or give the profile a region"
+        f"no AWS region: pass region=, {python_only('Broker(region=), ')}set AWS_REGION or "
+        "AWS_DEFAULT_REGION, or give the profile a region"
     )
 
 

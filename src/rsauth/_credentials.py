@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
+
+from rsauth._driver import trusted_ca_file
 
 __all__ = ["Credentials", "describe_expiry", "describe_remaining"]
 
@@ -136,8 +137,10 @@ class Credentials:
     ) -> dict[str, str]:
         """libpq environment variables (all ``str``) for ``psql`` and friends.
 
-        ``PGSSLROOTCERT`` is set from ``sslrootcert`` or, failing that, from
-        ``SSL_CERT_FILE`` when a CA file is known.
+        ``PGSSLROOTCERT`` is ``sslrootcert`` when given, else the CA file the
+        driver connection itself trusts: ``SSL_CERT_FILE`` (read from
+        ``environ``, default ``os.environ``) when set, else the Redshift CA
+        bundle redshift_connector ships. libpq has no default root.
         """
         env = {
             "PGHOST": self.host,
@@ -147,7 +150,5 @@ class Credentials:
             "PGDATABASE": self.database,
             "PGSSLMODE": "verify-full",
         }
-        ca_file = sslrootcert or (os.environ if environ is None else environ).get("SSL_CERT_FILE")
-        if ca_file:
-            env["PGSSLROOTCERT"] = ca_file
+        env["PGSSLROOTCERT"] = sslrootcert or trusted_ca_file(environ)
         return env

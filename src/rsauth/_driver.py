@@ -1,7 +1,7 @@
 """Everything rsauth knows about ``redshift_connector``.
 
 - which keywords ``redshift_connector.connect`` takes (checked before any AWS call),
-- the TLS defaults (``ssl=True, sslmode="verify-full"``),
+- the TLS defaults (``ssl=True, sslmode="verify-full"``) and the CA file it trusts,
 - how to read its errors: a refused login carries the server's error fields as
   a dict in ``args[0]`` (``"C"`` is the SQLSTATE); a network failure carries
   the ``OSError`` or is one.
@@ -12,9 +12,11 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import redshift_connector
@@ -28,6 +30,7 @@ from redshift_connector.error import (
 from rsauth._errors import ConfigurationError
 
 __all__ = [
+    "DRIVER_CA_BUNDLE",
     "DRIVER_PARAMETERS",
     "LOGIN_REFUSED",
     "check_driver_kwargs",
@@ -35,12 +38,17 @@ __all__ = [
     "is_tls_failure",
     "is_transient",
     "server_error",
+    "trusted_ca_file",
     "with_tls",
 ]
 
 logger = logging.getLogger("rsauth")
 
 DRIVER_PARAMETERS = frozenset(inspect.signature(redshift_connector.connect).parameters)
+
+# The Redshift CA bundle (Amazon's roots) redshift_connector loads on every TLS connection,
+# besides the default trust store (redshift_connector/core.py, Connection.__init__).
+DRIVER_CA_BUNDLE = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
 
 # SQLSTATE invalid_authorization_specification and invalid_password.
 LOGIN_REFUSED = frozenset({"28000", "28P01"})
@@ -125,6 +133,17 @@ def with_tls(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if result.get("ssl_insecure"):
         logger.warning("ssl_insecure=True (as asked): the server certificate is not verified")
     return result
+
+
+def trusted_ca_file(environ: Mapping[str, str] | None = None) -> str:
+    """The CA file a libpq client should verify the endpoint with: the one the driver trusts.
+
+    ``SSL_CERT_FILE`` when set (the default store redshift_connector loads),
+    else the Redshift bundle it ships. libpq has no default root, so
+    ``sslmode=verify-full`` without ``sslrootcert`` fails in every client.
+    """
+    env = os.environ if environ is None else environ
+    return env.get("SSL_CERT_FILE") or str(DRIVER_CA_BUNDLE)
 
 
 def server_error(exc: BaseException) -> Mapping[str, str] | None:

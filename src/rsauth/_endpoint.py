@@ -1,5 +1,10 @@
 """Where to connect: a workgroup's endpoint from ``GetWorkgroup``, cached.
 
+A custom domain names the host but not the port: its workgroup is found with
+``ListCustomDomainAssociations`` (``GetCustomDomainAssociation`` needs the
+workgroup's name, which the caller does not have), then ``GetWorkgroup`` gives
+the port; the pair is cached like an endpoint.
+
 A lookup is kept for ``ttl`` seconds (one hour by default) and then refreshed
 in the background of the next call, like any advisory refresh; the broker
 drops it when connecting to that address fails at the network level. A
@@ -13,19 +18,26 @@ import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth._aws import map_aws_error
 from rsauth._cache import Lease, RefreshCache
-from rsauth._errors import ServiceError
+from rsauth._errors import NotFoundError, ServiceError
 from rsauth._sources import AwsContext
 
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
 
-__all__ = ["DEFAULT_PORT", "Endpoints", "NamespaceRoles", "Workgroup", "namespace_roles"]
+__all__ = [
+    "DEFAULT_PORT",
+    "Endpoints",
+    "NamespaceRoles",
+    "Workgroup",
+    "find_custom_domain",
+    "namespace_roles",
+]
 
 DEFAULT_PORT = 5439
 
@@ -79,6 +91,20 @@ class Endpoints:
             key, lambda: Lease(_get_workgroup(client(), name, context), refresh_after=self._ttl)
         )
 
+    def custom_domain(
+        self,
+        key: Hashable,
+        client: Callable[[], RedshiftServerlessClient],
+        domain: str,
+        context: AwsContext,
+    ) -> Workgroup:
+        """The workgroup ``domain`` is associated with; ``key`` must name the domain and hold
+        no secret. ``client`` is called only to fetch."""
+        return self._cache.get(
+            key,
+            lambda: Lease(find_custom_domain(client(), domain, context), refresh_after=self._ttl),
+        )
+
     def admin_secret_arn(self, key: Hashable, fetch: Callable[[], str]) -> str:
         """The namespace's admin secret ARN for ``key``, looked up through ``fetch`` when due."""
         return self._secrets.get(key, lambda: Lease(fetch(), refresh_after=self._ttl))
@@ -109,21 +135,63 @@ class Endpoints:
 
 
 def _describe(key: Hashable) -> str:
+    domain = getattr(key, "custom_domain", None)
+    if domain:
+        return f"custom domain {domain!r}"
     name = key[-1] if isinstance(key, tuple) and key else key
     return f"workgroup {name!r}"
 
 
-def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsContext) -> Workgroup:
+_T = TypeVar("_T")
+
+
+def _asking(context: AwsContext, operation: str, subject: str, call: Callable[[], _T]) -> _T:
+    """``call()``, one redshift-serverless operation about ``subject``, with AWS's errors
+    mapped to rsauth's."""
     try:
-        response = client.get_workgroup(workgroupName=name)
+        return call()
     except (ClientError, BotoCoreError) as exc:
         raise map_aws_error(
             exc,
-            doing="redshift-serverless:GetWorkgroup",
-            subject=f"workgroup {name!r}",
+            doing=f"redshift-serverless:{operation}",
+            subject=subject,
             region=context.region,
             identity=context.identity,
         ) from exc
+
+
+def find_custom_domain(
+    client: RedshiftServerlessClient, domain: str, context: AwsContext
+) -> Workgroup:
+    """The workgroup ``domain`` is associated with (``ListCustomDomainAssociations``, then
+    ``GetWorkgroup``); AWS errors mapped to rsauth's."""
+    # botocore/data/redshift-serverless/2021-04-21/service-2.json: ListCustomDomainAssociations
+    # filters by customDomainName and answers {workgroupName, customDomainName, ...} entries.
+    response = _asking(
+        context,
+        "ListCustomDomainAssociations",
+        f"custom domain {domain!r}",
+        lambda: client.list_custom_domain_associations(customDomainName=domain),
+    )
+    names = [
+        entry["workgroupName"]
+        for entry in response.get("associations") or []
+        if entry.get("customDomainName", "").lower() == domain.lower()
+        and entry.get("workgroupName")
+    ]
+    if not names:
+        raise NotFoundError(
+            f"custom domain {domain!r} is not associated with any workgroup in "
+            f"{context.region}; check the name and the region"
+        )
+    return _get_workgroup(client, names[0], context)
+
+
+def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsContext) -> Workgroup:
+    response = _asking(
+        context, "GetWorkgroup", f"workgroup {name!r}",
+        lambda: client.get_workgroup(workgroupName=name),
+    )
     workgroup = response["workgroup"]
     status = workgroup.get("status", "")
     if status != "AVAILABLE":
@@ -148,16 +216,10 @@ def get_namespace(
     client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
 ) -> Mapping[str, Any]:
     """``GetNamespace``'s description of ``namespace``, AWS errors mapped to rsauth's."""
-    try:
-        response = client.get_namespace(namespaceName=namespace)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            doing="redshift-serverless:GetNamespace",
-            subject=f"namespace {namespace!r}",
-            region=context.region,
-            identity=context.identity,
-        ) from exc
+    response = _asking(
+        context, "GetNamespace", f"namespace {namespace!r}",
+        lambda: client.get_namespace(namespaceName=namespace),
+    )
     facts: Mapping[str, Any] = response["namespace"]
     return facts
 

@@ -26,9 +26,19 @@ AWS and driver exceptions never escape raw: each is mapped to the most specific
 class above with ``raise ... from exc``, so the original stays in ``__cause__``.
 Messages say what was asked, what happened and what to do; they never contain a
 password, a secret string or a session token.
+
+Messages speak the caller's language. They name rsauth's options as Python
+keywords (``role_arn=``, ``method='secret'``) and wrap advice only a Python
+caller can follow in :func:`python_only`; ``str(error)`` reads as Python, and
+:meth:`RsauthError.in_cli` renders the same message for the ``rsauth``
+command: each keyword the command has a flag for as that flag (``--role-arn``,
+``--method secret``), the Python-only advice left out.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Collection
 
 __all__ = [
     "AccessDeniedError",
@@ -41,11 +51,57 @@ __all__ = [
     "NotSuperuserError",
     "RsauthError",
     "ServiceError",
+    "in_cli",
+    "in_python",
+    "python_only",
 ]
+
+
+# Shift-out / shift-in around advice for Python callers only; never in user input.
+_PY_OPEN, _PY_CLOSE = "\x0e", "\x0f"
+_PYTHON_ONLY = re.compile(f"{_PY_OPEN}[^{_PY_CLOSE}]*{_PY_CLOSE}")
+# A keyword named in a message: ``name=`` then a quoted value, a bare value or nothing.
+_KEYWORD = re.compile(r"(?<![\w\-(])([a-z][a-z0-9_]*)=('[^']*'|[\w./:-]+)?")
+
+
+def python_only(text: str) -> str:
+    """Marks ``text`` as advice a Python caller can follow and a CLI user cannot."""
+    return f"{_PY_OPEN}{text}{_PY_CLOSE}"
+
+
+def in_python(message: str) -> str:
+    """``message`` for a Python caller: keywords as written, Python-only advice kept."""
+    return message.replace(_PY_OPEN, "").replace(_PY_CLOSE, "")
+
+
+def in_cli(message: str, flags: Collection[str]) -> str:
+    """``message`` for the command line: ``name=`` as ``--name`` where ``flags`` (the
+    command's options, like ``--role-arn``) has it, Python-only advice left out."""
+
+    def flag(match: re.Match[str]) -> str:
+        option = "--" + match.group(1).replace("_", "-")
+        if option not in flags:
+            return match.group(0)
+        value = match.group(2)
+        if value and value.startswith("'") and not re.search(r"\s", value):
+            value = value.strip("'")
+        return f"{option} {value}" if value else option
+
+    return _KEYWORD.sub(flag, _PYTHON_ONLY.sub("", message))
 
 
 class RsauthError(Exception):
     """Root of every error rsauth raises."""
+
+    def __str__(self) -> str:
+        return in_python(super().__str__())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def in_cli(self, flags: Collection[str]) -> str:
+        """The message for the ``rsauth`` command (see the module docstring)."""
+        return in_cli(super().__str__(), flags)
 
 
 class ConfigurationError(RsauthError, ValueError):

@@ -1,9 +1,17 @@
-"""Objects that must start afresh in a forked child (locks, clients, connections)."""
+"""Objects and module state that must start afresh in a forked child (locks, clients,
+connections).
+
+A lock copied into a child keeps the state it had at fork time; if another
+thread of the parent held it, nothing in the child will ever release it. Every
+lock rsauth holds is therefore replaced in the child: a Broker's through its
+``_after_fork``, a module's through a function given to :func:`call_in_child`.
+"""
 
 from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -13,6 +21,8 @@ class ForkAware(Protocol):
 
 # Held weakly: registering never keeps an object alive.
 _LIVE: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+# Module-level state lives as long as the process: held strongly, run first.
+_MODULE_RESETS: list[Callable[[], None]] = []
 
 
 def reset_in_child(obj: ForkAware) -> None:
@@ -20,7 +30,14 @@ def reset_in_child(obj: ForkAware) -> None:
     _LIVE.add(obj)
 
 
+def call_in_child(reset: Callable[[], None]) -> None:
+    """Call ``reset()`` in every child forked from now on (a module's locks and caches)."""
+    _MODULE_RESETS.append(reset)
+
+
 def _reset_all() -> None:
+    for reset in _MODULE_RESETS:
+        reset()
     for obj in list(_LIVE):
         obj._after_fork()
 

@@ -2,8 +2,10 @@
 
 At DEBUG, botocore logs whole response bodies (``botocore.parsers``: the
 ``dbPassword`` of GetCredentials, the ``SecretString`` of GetSecretValue, the
-keys of AssumeRole), request parameters (``botocore.endpoint``) and canonical
-requests with the session token (``botocore.auth``). rsauth puts a filter on
+keys of AssumeRole, the ``Plaintext`` data key of KMS GenerateDataKey and
+Decrypt), request parameters and prepared requests with their headers
+(``botocore.endpoint``) and canonical requests with the session token
+(``botocore.auth``). rsauth puts a filter on
 those loggers when it is imported, so turning on DEBUG logging to find out why
 a login fails never writes a password into a log file.
 """
@@ -15,17 +17,29 @@ import re
 
 MASK = "[secure]"
 
-# Names of the fields whose values are masked.
+# Names of the fields whose values are masked: the members of the shapes marked
+# "sensitive" that rsauth's calls return (botocore/data/kms/2014-11-01/service-2.json
+# PlaintextType; secretsmanager/2017-10-17 SecretStringType, SecretBinaryType,
+# RandomPasswordType; redshift-serverless/2021-04-21 DbPassword and the namespace's
+# adminUserPassword; sts/2011-06-15 accessKeySecretType), STS's SessionToken, and
+# the names secrets go by in rsauth's own settings.
 _MASKED_FIELDS = (
     "dbPassword|DbPassword|SecretString|SecretBinary|SecretAccessKey|SessionToken"
+    "|Plaintext|PrivateKeyPlaintext|RandomPassword|adminUserPassword"
     "|password|Password|aws_secret_access_key|aws_session_token"
+)
+# 'key': b'value' or b"value" (a parsed response's repr): escapes inside are skipped.
+_BYTES = re.compile(
+    rf"""(['"](?:{_MASKED_FIELDS})['"]\s*:\s*b(['"]))((?:\\.|(?!\2)[^\\])*)(\2)"""
 )
 # "key": "value" and 'key': 'value', also inside escaped JSON (\"key\": \"value\").
 _QUOTED = [
     re.compile(rf'(\\*"(?:{_MASKED_FIELDS})\\*"\s*:\s*\\*")(.*?)(\\*")'),
     re.compile(rf"(\\*'(?:{_MASKED_FIELDS})\\*'\s*:\s*\\*')(.*?)(\\*')"),
 ]
-_XML = re.compile(r"(<(SecretAccessKey|SessionToken|SecretString)>)(.*?)(</\2>)", re.DOTALL)
+_XML = re.compile(
+    r"(<(SecretAccessKey|SessionToken|SecretString|Plaintext)>)(.*?)(</\2>)", re.DOTALL
+)
 _HEADER = re.compile(
     r"((?:x-amz-security-token|X-Amz-Security-Token)['\"]?\s*[:=,]\s*b?['\"]?)([^\s'\",}]+)"
 )
@@ -42,6 +56,7 @@ _LOGGERS = (
 
 def redact(text: str) -> str:
     """``text`` with the values of secret fields replaced by ``[secure]``."""
+    text = _BYTES.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)
     for pattern in _QUOTED:
         text = pattern.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
     text = _XML.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)

@@ -33,7 +33,8 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
-from rsauth._errors import ConfigurationError
+from rsauth._config import checked_region
+from rsauth._errors import ConfigurationError, python_only
 
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
@@ -52,6 +53,21 @@ def default_config() -> Config:
         connect_timeout=10,
         read_timeout=30,
         user_agent_extra="rsauth",
+    )
+
+
+def _no_such_profile(profile: str | None, exc: ProfileNotFound) -> ConfigurationError:
+    name = exc.kwargs.get("profile", profile)
+    if profile is not None:
+        given = f"profile={name!r}"
+    else:
+        source = "AWS_PROFILE" if os.environ.get("AWS_PROFILE") else "AWS_DEFAULT_PROFILE"
+        given = f"{source}={name!r} (from the environment)"
+    # A plain botocore session lists the profiles without loading the missing one.
+    existing = botocore.session.Session().available_profiles
+    return ConfigurationError(
+        f"{given}: no such profile in the AWS config files; accepted: "
+        f"{', '.join(existing) or 'none (no profile is configured)'}"
     )
 
 
@@ -110,16 +126,13 @@ class Sessions:
     def _profile_session(self, profile: str | None) -> boto3.Session:
         session = self._profiles.get(profile)
         if session is None:
-            if profile is None:
-                session = self._base if self._base is not None else boto3.Session()
-            else:
-                try:
+            try:
+                if profile is None:
+                    session = self._base if self._base is not None else boto3.Session()
+                else:
                     session = boto3.Session(profile_name=profile)
-                except ProfileNotFound as exc:
-                    raise ConfigurationError(
-                        f"profile={profile!r}: no such profile in the AWS config files; "
-                        f"accepted: {', '.join(boto3.Session().available_profiles) or 'none'}"
-                    ) from exc
+            except ProfileNotFound as exc:
+                raise _no_such_profile(profile, exc) from exc
             self._profiles[profile] = session
         return session
 
@@ -139,8 +152,8 @@ class Sessions:
         if credentials is None:
             raise ConfigurationError(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "AWS_PROFILE, pass profile= or Broker(session=), or run where an instance "
-                "or container role is available"
+                f"AWS_PROFILE, pass profile={python_only(' or Broker(session=)')}, or run "
+                "where an instance or container role is available"
             )
         access_key = credentials.get_frozen_credentials().access_key
         return access_key or "anonymous"
@@ -201,6 +214,7 @@ class Sessions:
             return client
 
     def _new_client(self, session: Any, service: str, region: str, **kwargs: Any) -> Any:
+        checked_region("region", region)
         # Typed as Any: the service name is a variable, the stubs overload on literals.
         client = session.client(service, region_name=region, config=self._config, **kwargs)
         self._hook(client)

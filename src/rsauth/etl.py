@@ -45,7 +45,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redshift_connector.error import Error as DriverError
 
 from rsauth._driver import server_error
-from rsauth._errors import ConfigurationError, ConnectError, IamRoleError, LoadError
+from rsauth._errors import (
+    ConfigurationError,
+    ConnectError,
+    IamRoleError,
+    LoadError,
+    python_only,
+)
 
 if TYPE_CHECKING:
     from rsauth._broker import Broker
@@ -185,12 +191,12 @@ _BARE = re.compile(r"[a-z_][a-z0-9_$]*")
 _UNQUOTED = re.compile(r"[^\W\d][\w$]*")
 _MAX_IDENTIFIER_BYTES = 127
 _ROLE_ARN = re.compile(
-    r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}"
+    r"arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII
 )
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(MB|GB)", re.I)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(MB|GB)", re.I | re.ASCII)
 
 
 def _literal(value: str) -> str:
@@ -597,6 +603,7 @@ def copy(
     namespace cannot use, :class:`LoadError` when Redshift refuses or aborts the
     load, :class:`ConnectError` when the connection fails.
     """
+    _require_redshift_connector(connection, "copy")
     sql = copy_sql(table, source, iam_role=iam_role, format=format, columns=columns, **options)
     role = _role(iam_role)
     if check_role:
@@ -629,6 +636,7 @@ def unload(
     ``s3_client`` (default: an S3 client of the connection's Broker, as the
     identity that logged in). Raises like :func:`copy`.
     """
+    _require_redshift_connector(connection, "unload")
     sql = unload_sql(query, destination, iam_role=iam_role, format=format, **options)
     role = _role(iam_role)
     if check_role:
@@ -643,6 +651,19 @@ def unload(
     manifest = destination + "manifest" if options.get("manifest") else None
     files = _written(destination, manifest, s3_client or _s3_client(connection, broker))
     return UnloadResult(rows=rows, files=files, manifest=manifest)
+
+
+def _require_redshift_connector(connection: Any, what: str) -> None:
+    """Refuse a psycopg connection: the loaded-rows count and the errors are read from
+    ``redshift_connector``'s notices and exceptions."""
+    if type(connection).__module__.split(".")[0] == "psycopg" or any(
+        cls.__module__.split(".")[0] == "psycopg" for cls in type(connection).__mro__
+    ):
+        raise ConfigurationError(
+            f"rsauth.etl.{what} needs a redshift_connector connection (rsauth.connect or "
+            "rsauth.connect_async), not a psycopg one: it reads Redshift's load notices and "
+            "errors through redshift_connector"
+        )
 
 
 def _execute(connection: Any, sql: str, what: str) -> tuple[list[str], int]:
@@ -683,8 +704,15 @@ def _load_error(exc: DriverError, what: str) -> Exception:
     if detail:
         text += f"; detail: {detail}"
     if any(phrase in message.lower() for phrase in _ROLE_REFUSALS):
-        return IamRoleError(text + ". Check the namespace's IAM roles (rsauth doctor)")
-    return LoadError(text + ". The transaction is aborted: roll back before the next statement")
+        return IamRoleError(
+            f"{text}. Check that the role is associated with the namespace (rsauth doctor) and "
+            "that its trust policy lets Redshift assume it: a statement allowing "
+            '{"Service": "redshift.amazonaws.com"} the action sts:AssumeRole (the commonest '
+            "cause of this refusal)"
+        )
+    return LoadError(
+        text + python_only(". The transaction is aborted: roll back before the next statement")
+    )
 
 
 # --------------------------------------------------------------------------- the role check
@@ -721,7 +749,8 @@ def _target(connection: Any, workgroup: str | None, broker: Broker | None) -> _T
     if workgroup is None:
         raise ConfigurationError(
             "cannot check the IAM role against the namespace: this connection was not opened "
-            "by rsauth with workgroup=; pass workgroup= (and broker=), or check_role=False"
+            "by rsauth with workgroup=; pass workgroup="
+            + python_only(" (and broker=), or check_role=False")
         )
     return _Target(broker or (origin.broker if origin else None) or default_broker(), workgroup)
 
@@ -750,7 +779,8 @@ def _role_problem(role: _Role, facts: NamespaceRoles, target: _Target) -> str | 
             f"IAM_ROLE default needs a default IAM role, but {where} has none; roles "
             f"associated: {associated}. Set one (aws redshift-serverless update-namespace "
             f"--namespace-name {facts.namespace} --default-iam-role-arn ARN --iam-roles ARN "
-            "[the others to keep]) or pass iam_role= one of the associated roles"
+            "[the others to keep]: the two are updated together) or pass iam_role= one of the "
+            "associated roles"
         )
     if role.first in facts.roles:
         return None
@@ -760,7 +790,8 @@ def _role_problem(role: _Role, facts: NamespaceRoles, target: _Target) -> str | 
         f"IAM role {role.first}{chain} is not associated with {where}; roles associated: "
         f"{associated}{default}. Associate it (aws redshift-serverless update-namespace "
         f"--namespace-name {facts.namespace} --iam-roles {role.first} [and every role to "
-        "keep: the list replaces the current one]) or use one of those"
+        "keep: the list replaces the current one] --default-iam-role-arn "
+        f"{facts.default_role or role.first}: the two are updated together) or use one of those"
     )
 
 
@@ -824,7 +855,7 @@ def _parse_option(name: str, text: str) -> object:
         "on_off": lambda: _as_bool(name, lowered),
         "count": lambda: _as_count(name, text),
         "manifest": lambda: "verbose" if lowered == "verbose" else _as_bool(name, lowered),
-        "size": lambda: int(text) if text.strip().isdigit() else text,
+        "size": lambda: int(text) if _ascii_digits(text) else text,
     }
     convert = converters.get(kind)
     return convert() if convert is not None else text
@@ -838,7 +869,12 @@ def _as_bool(name: str, text: str) -> bool:
     raise ConfigurationError(f"{name}={text!r}: expected true or false")
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() holds for '²' (int() refuses it) and for '٣' (int() reads it as 3).
+    return text.isascii() and text.isdigit()
+
+
 def _as_count(name: str, text: str) -> int:
-    if not text.strip().isdigit():
+    if not _ascii_digits(text.strip()):
         raise ConfigurationError(f"{name}={text!r}: expected a whole number, 0 or more")
     return int(text)

@@ -17,6 +17,7 @@ import pytest
 
 from rsauth._cli import main
 from rsauth.sandbox import Sandbox
+from tests._iam import make_role
 from tests.cli.conftest import Cli
 from tests.conftest import secrets_of
 
@@ -75,9 +76,9 @@ def test_top_level_help_lists_the_subcommands(cli: Cli) -> None:
         (["bogus"], {}, "invalid choice: 'bogus'"),
         (["credentials", "--format", "yaml"], {}, "invalid choice: 'yaml'"),
         (["credentials", "--method", "kerberos"], {}, "invalid choice: 'kerberos'"),
-        (["credentials", "--duration", "60"], {}, "--duration='60': expected a whole number"),
+        (["credentials", "--duration", "60"], {}, "--duration 60: expected a whole number"),
         (["whoami"], {"RSAUTH_METHOD": "bogus"}, "RSAUTH_METHOD='bogus': unknown login method"),
-        (["credentials", "--workgroup", "Bad_Name"], {}, "--workgroup='Bad_Name'"),
+        (["credentials", "--workgroup", "Bad_Name"], {}, "--workgroup Bad_Name:"),
         (["psql", "-c", "select 1"], {}, "put psql's own arguments after --"),
         (["sql"], {}, "the following arguments are required: statement"),
     ],
@@ -96,8 +97,8 @@ def test_a_missing_workgroup_is_a_usage_error(cli: Cli) -> None:
     result = cli("credentials", drop=["RSAUTH_WORKGROUP"])
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "rsauth credentials: error: --method='iam' needs --workgroup= (or RSAUTH_WORKGROUP) "
-        "or --custom-domain="
+        "rsauth credentials: error: --method iam needs --workgroup (or RSAUTH_WORKGROUP) "
+        "or --custom-domain"
     )
 
 
@@ -111,7 +112,8 @@ def test_a_failure_is_one_line_and_debug_adds_the_traceback(
     [line] = result.stderr.splitlines()
     assert line.startswith("rsauth credentials: error: IAM identity arn:aws:iam::")
     assert "redshift-serverless:GetCredentials" in line
-    assert "--role-arn=" in line
+    assert "use --profile or --role-arn for another identity" in line
+    assert "role_arn=" not in line
 
     debug = cli("credentials", "--debug")
     assert debug.returncode == 1
@@ -190,6 +192,9 @@ def test_credentials_pgpass_escapes_the_user(
     result = cli("credentials", "--format", "pgpass")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
+    # The pgpass line has no room for TLS settings: stderr says what psql needs besides.
+    ca = sandbox.env["SSL_CERT_FILE"]
+    assert f"PGSSLMODE=verify-full PGSSLROOTCERT={ca}" in result.stderr
     assert line.startswith(f"localhost:{sandbox.port}:dev:IAM\\:sandbox-admin:")
     if PSQL is not None:
         pgpass = tmp_path / "pgpass"
@@ -212,6 +217,7 @@ def test_credentials_pgpass_escapes_the_user(
 def test_credentials_json(cli: Cli, sandbox: Sandbox) -> None:
     result = cli("credentials", "--format", "json", "--method", "secret")
     assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("rsauth: secret login for admin, expires does not expire")
     data = json.loads(result.stdout)
     assert data["method"] == "secret"
     assert data["user"] == "admin"
@@ -319,6 +325,37 @@ def test_psql_runs_the_real_client(cli: Cli) -> None:
     assert result.stdout.strip() == "IAM:sandbox-admin"
 
 
+def test_a_psql_path_that_does_not_exist_is_named_as_such(cli: Cli) -> None:
+    result = cli("psql", "--psql", "/no/such/psql")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "'/no/such/psql' does not exist or is not executable" in line
+    assert "not found on PATH" not in line
+
+
+def test_errors_name_the_flags_not_python_keywords(cli: Cli) -> None:
+    result = cli("credentials", drop=["AWS_REGION", "AWS_DEFAULT_REGION"])
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "--region" in line
+    assert "region=" not in line
+    assert "Broker(" not in line
+    result = cli("credentials", "--region", "eu west 1")
+    [line] = result.stderr.splitlines()
+    assert "--region 'eu west 1'" in line
+    assert "an AWS region such as 'eu-west-1'" in line
+    assert "Broker(" not in line
+
+
+def test_copy_names_the_iam_role_flag(cli: Cli, sandbox: Sandbox) -> None:
+    result = cli("copy", "sales", "s3://acme-etl/sales.csv")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "IAM_ROLE default needs a default IAM role" in line
+    assert "--iam-role" in line
+    assert "iam_role=" not in line
+
+
 def test_psql_missing_says_what_to_do(cli: Cli, tmp_path: Path) -> None:
     result = cli("psql", extra_env={"PATH": str(tmp_path)})
     assert result.returncode == 1
@@ -342,13 +379,8 @@ def test_whoami(cli: Cli, sandbox: Sandbox) -> None:
 
 
 def test_whoami_as_a_role_is_not_a_superuser(cli: Cli, sandbox: Sandbox) -> None:
-    import boto3
-
-    iam = boto3.client("iam")
     name = "cli-whoami"
-    if name not in {role["RoleName"] for role in iam.list_roles()["Roles"]}:
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")
-    role = f"arn:aws:iam::{sandbox.account_id}:role/{name}"
+    role = make_role(name)
     result = cli("whoami", "--role-arn", role)
     assert result.returncode == 0, result.stderr
     assert f"assumed-role/{name}/" in result.stdout
@@ -372,5 +404,14 @@ def test_whoami_with_the_admin_secret(cli: Cli, sandbox: Sandbox) -> None:
 def test_sandbox_subcommand_is_python_m_rsauth_sandbox(cli: Cli) -> None:
     result = cli("sandbox", "--help")
     assert result.returncode == 0
-    assert "usage: python -m rsauth.sandbox" in result.stdout
+    assert result.stdout.startswith("usage: rsauth sandbox")
     assert "--seed" in result.stdout
+
+
+@pytest.mark.parametrize("option", ["ignore_header=²", "ignore_header=٣", "max_error=¹"])
+def test_copy_option_with_a_non_ascii_digit_is_a_usage_error(cli: Cli, option: str) -> None:
+    result = cli("copy", "t", "s3://bucket/k", "-o", option, "--print-sql")
+    assert result.returncode == 2, result.stderr
+    assert option.split("=")[0] in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "unexpected error" not in result.stderr

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
+
+import boto3
 
 from rsauth.sandbox import Sandbox
 from tests.cli.conftest import Cli
@@ -136,3 +139,55 @@ def test_a_workgroup_that_is_not_available(cli: Cli, sandbox: Sandbox) -> None:
     assert result.returncode == 1
     checks = report(result)
     assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is MODIFYING, not AVAILABLE")
+
+
+def test_a_custom_domain_is_checked_on_its_workgroups_port(cli: Cli, sandbox: Sandbox) -> None:
+    # The domain's workgroup comes from ListCustomDomainAssociations, its port from
+    # GetWorkgroup (botocore/data/redshift-serverless/2021-04-21/service-2.json).
+    client = boto3.client("redshift-serverless", region_name="us-west-2")
+    suffix = uuid.uuid4().hex[:8]
+    client.create_namespace(namespaceName=f"doctor-ns-{suffix}")
+    workgroup = client.create_workgroup(
+        workgroupName=f"doctor-{suffix}", namespaceName=f"doctor-ns-{suffix}"
+    )["workgroup"]
+    domain = f"doctor-{suffix}.example.com"
+    client.create_custom_domain_association(
+        workgroupName=f"doctor-{suffix}", customDomainName=domain,
+        customDomainCertificateArn="arn:aws:acm:us-west-2:123456789012:certificate/doctor-cert",
+    )
+    result = cli(
+        "doctor", "--custom-domain", domain,
+        extra_env={"AWS_REGION": "us-west-2"}, drop=["RSAUTH_WORKGROUP"],
+    )
+    checks = report(result)
+    assert checks["workgroup"] == (
+        "✓", f"custom domain {domain}: workgroup doctor-{suffix}, "
+        f"port {workgroup['endpoint']['port']}",
+    )
+    unknown = cli(
+        "doctor", "--custom-domain", f"nowhere-{suffix}.example.com",
+        extra_env={"AWS_REGION": "us-west-2"}, drop=["RSAUTH_WORKGROUP"],
+    )
+    assert report(unknown)["workgroup"][0] == "✗"
+
+
+def test_an_unreachable_aws_endpoint_is_not_blamed_on_the_credentials(cli: Cli) -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    result = cli("doctor", extra_env={"AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    mark, _ = report(result)["caller identity"]
+    assert mark == "✗"
+    assert "did not accept" not in result.stdout
+    assert "could not reach AWS" in result.stdout
+    assert "AWS_ENDPOINT_URL_STS" in result.stdout
+
+
+def test_an_unknown_key_is_called_invalid_not_short_of_a_permission(cli: Cli) -> None:
+    result = cli("doctor", extra_env={"AWS_ACCESS_KEY_ID": "AKIAUNKNOWNKEY000000"})
+    assert result.returncode == 1
+    assert "the access key is not valid" in result.stdout
+    assert "grant" not in result.stdout.lower()
+    # The sandbox refuses the key at STS as AWS does, so no placeholder identity is named.
+    mark, _ = report(result)["caller identity"]
+    assert mark == "✗"
+    assert "moto" not in result.stdout

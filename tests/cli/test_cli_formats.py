@@ -12,13 +12,16 @@ import subprocess
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from redshift_connector.error import ProgrammingError
 
-from rsauth import Credentials
-from rsauth._cli._context import ca_file, cli_wording
+from rsauth import ConfigurationError, Credentials, IamRoleError
+from rsauth._cli._context import CommandError, ca_file, cli_wording
 from rsauth._cli._doctor import _ASCII, _SYMBOLS, _symbols
 from rsauth._cli._formats import format_credentials, format_rows
+from rsauth._errors import python_only
+from rsauth.etl import _load_error
 
-NASTY_PASSWORD = "p:a\\s's$w\"o`r d!%#@/?&=\n;x"
+NASTY_PASSWORD = "p:a\\s's$w\"o`r d!%#@/?&=;x"
 
 
 def credentials(password: str = NASTY_PASSWORD, **changes: object) -> Credentials:
@@ -54,10 +57,14 @@ def test_env_survives_a_shell_eval_with_any_password() -> None:
     ]
 
 
-def test_env_has_no_root_certificate_line_without_a_ca_file() -> None:
-    text = format_credentials(credentials(), "env", sslrootcert=None)
-    assert "PGSSLROOTCERT" not in text
-    assert "export PGSSLMODE=verify-full" in text.splitlines()
+def test_env_and_uri_name_the_drivers_ca_file_when_none_is_given() -> None:
+    bundle = ca_file({})
+    assert bundle is not None
+    env = format_credentials(credentials(), "env", sslrootcert=None)
+    assert f"export PGSSLROOTCERT={bundle}" in env.splitlines()
+    assert "export PGSSLMODE=verify-full" in env.splitlines()
+    uri = format_credentials(credentials(), "uri", sslrootcert=None)
+    assert parse_qs(urlsplit(uri).query)["sslrootcert"] == [bundle]
 
 
 def test_uri_percent_encodes_user_password_and_parameters() -> None:
@@ -102,6 +109,26 @@ def test_pgpass_escapes_colons_and_backslashes() -> None:
         "IAM:alice",
         password,
     ]
+
+
+@pytest.mark.parametrize("fmt", ["env", "uri", "pgpass"])
+@pytest.mark.parametrize("field", ["user", "password", "host", "database"])
+@pytest.mark.parametrize("bad", ["\n", "\r", "\0", "\t", "\x1b", "\x7f", "\x85"])
+def test_machine_formats_refuse_control_characters_naming_the_field(
+    fmt: str, field: str, bad: str
+) -> None:
+    value = f"x{bad}injected"
+    with pytest.raises(CommandError) as caught:
+        format_credentials(credentials(**{field: value}), fmt, sslrootcert=None)
+    message = str(caught.value)
+    assert field in message
+    assert fmt in message
+    assert "injected" not in message
+
+
+def test_machine_formats_refuse_a_control_character_in_the_root_certificate_path() -> None:
+    with pytest.raises(CommandError, match="sslrootcert"):
+        format_credentials(credentials(), "env", sslrootcert="/tmp/ca\n.pem")
 
 
 def test_json_carries_everything_a_program_needs() -> None:
@@ -160,9 +187,35 @@ def test_repr_html_masks_the_password_escapes_and_shows_time_left() -> None:
 
 def test_messages_name_command_line_options() -> None:
     assert cli_wording("role_arn='x' needs workgroup= or custom_domain=") == (
-        "--role-arn='x' needs --workgroup= or --custom-domain="
+        "--role-arn x needs --workgroup or --custom-domain"
     )
     assert cli_wording("pass user= and password=") == "pass user= and password="
+    assert cli_wording("iam_role='a b' or method='secret'") == "--iam-role 'a b' or --method secret"
+
+
+def test_python_only_advice_is_left_out_of_the_cli() -> None:
+    error = ConfigurationError(f"no AWS region: pass region=, {python_only('Broker(region=), ')}"
+                               "set AWS_REGION")
+    assert str(error) == "no AWS region: pass region=, Broker(region=), set AWS_REGION"
+    assert cli_wording(error) == "no AWS region: pass --region, set AWS_REGION"
+    assert "\x0e" not in repr(error)
+
+
+def test_a_failed_load_tells_python_to_roll_back_and_the_cli_nothing_it_cannot_do() -> None:
+    failed = ProgrammingError({"C": "42P01", "M": 'relation "sales" does not exist'})
+    error = _load_error(failed, "COPY into sales")
+    assert "roll back before the next statement" in str(error)
+    assert "roll back" not in cli_wording(error)
+    assert cli_wording(error).startswith('COPY into sales failed: relation "sales" does not exist')
+
+
+def test_a_refused_role_names_the_trust_policy() -> None:
+    refused = ProgrammingError({"C": "XX000", "M": "Not authorized to get credentials of role "
+                                "arn:aws:iam::123456789012:role/etl"})
+    error = _load_error(refused, "COPY into sales")
+    assert isinstance(error, IamRoleError)
+    assert "trust policy" in str(error)
+    assert "redshift.amazonaws.com" in str(error)
 
 
 @pytest.mark.parametrize(("encoding", "expected"), [("utf-8", _SYMBOLS), ("ascii", _ASCII)])

@@ -21,10 +21,13 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import register_secret
 from tests.figures import FigureBook
 
-# A fixed throwaway fleet key for the tests (32 bytes, base64).
+# A fixed throwaway fleet key for the tests (32 bytes, base64); no log record may hold it.
 FLEET_KEY = base64.b64encode(bytes(range(32))).decode()
+register_secret(FLEET_KEY)
+register_secret(bytes(range(32)))
 
 
 def free_port() -> int:

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from rsauth.sandbox import Sandbox
+from tests._iam import make_role
 from tests.figures import Figures
 from tests.fleet import _worker
 from tests.fleet.conftest import FLEET_KEY, FleetScale, RedisServer, lease_keys
-from tests.fleet.test_shared_tier import make_role
 
 pytestmark = pytest.mark.slow
 

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
+import base64
 import logging
+import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
 import pytest
 
 import rsauth
+from rsauth._cache import Lease
+from rsauth._fleet import SharedRequest
+from rsauth._fleet._crypto import Binding, KmsKey
+from rsauth._sources import Login
 from rsauth.sandbox import Sandbox
+from tests._iam import LOGIN_ACTIONS, WORKGROUPS, allow, make_role
+from tests.conftest import register_secret
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
 ACCOUNT = "123456789012"
-
-
-def make_role(name: str) -> str:
-    iam = boto3.client("iam")
-    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+# What a fleet worker's role does: log in, and in KMS mode seal and open entries.
+MAY_LOG_IN = allow(
+    ["redshift-serverless:GetCredentials", "kms:GenerateDataKey", "kms:Decrypt"], "*"
+)
 
 
 def current_user(connection: Any) -> str:
@@ -209,8 +212,14 @@ def test_entries_expire_with_the_login(sandbox: Sandbox, redis_server: RedisServ
 def test_kms_mode_shares_within_an_identity_only(
     sandbox: Sandbox, redis_server: RedisServer
 ) -> None:
-    key_id = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]["KeyId"]
-    reader, writer = make_role("fleet-reader"), make_role("fleet-writer")
+    key = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]
+    key_id = key["KeyId"]
+    # Each identity seals and opens its own entries with its own session (docs/fleet.md).
+    may = (
+        allow(LOGIN_ACTIONS, WORKGROUPS),
+        allow(["kms:GenerateDataKey", "kms:Decrypt"], key["Arn"]),
+    )
+    reader, writer = make_role("fleet-reader", *may), make_role("fleet-writer", *may)
 
     def cache() -> rsauth.RedisCache:
         return rsauth.RedisCache(redis_server.url, kms_key_id=key_id)
@@ -235,6 +244,31 @@ def test_kms_mode_shares_within_an_identity_only(
             for role in (reader, writer)
         }
     assert users == {"IAMR:fleet-reader", "IAMR:fleet-writer"}
+
+
+def test_kms_data_keys_stay_out_of_debug_logs(
+    sandbox: Sandbox, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_id = boto3.client("kms").create_key(Description="rsauth fleet test")["KeyMetadata"]["KeyId"]
+    role = make_role("fleet-reader", MAY_LOG_IN)
+    caches = [rsauth.RedisCache(redis_server.url, kms_key_id=key_id) for _ in range(2)]
+    for cache in caches:  # one GenerateDataKey, then one Decrypt
+        with rsauth.Broker(shared_cache=cache) as broker:
+            broker.credentials(workgroup=sandbox.workgroup, role_arn=role)
+    assert sandbox.calls().get("kms.Decrypt", 0) == 1
+    # KmsKey remembers every data key it generated or unwrapped.
+    sealers = [cache._sealer for cache in caches if isinstance(cache._sealer, KmsKey)]
+    assert len(sealers) == 2
+    data_keys = {key for sealer in sealers for key in sealer._opened.values()}
+    assert len(data_keys) == 1
+    [data_key] = data_keys
+    forms = [base64.b64encode(data_key).decode(), repr(data_key)[2:-1], data_key.hex()]
+    texts = [record.getMessage() for record in caplog.records]
+    assert any("Plaintext" in text for text in texts)  # botocore logged the bodies...
+    for form in forms:  # ...with the key masked
+        assert not any(form in text for text in texts)
+    for cache in caches:
+        assert not any(form in repr(cache) for form in forms)
 
 
 # -- the store down or slow -------------------------------------------------------------
@@ -288,8 +322,9 @@ def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
         "user default off\n"
         "user rsauth on >fleet-acl-password ~rsauth:* "
         # The ACL docs/fleet.md gives: nothing but rsauth's keys and commands.
-        "+get +set +pttl +evalsha +script|load +client|setname\n"
+        "+get +set +del +pttl +evalsha +script|load +client|setname\n"
     )
+    register_secret("fleet-acl-password")
     server = RedisServer(redis_binary, config=acl).start()
     try:
         url = f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
@@ -317,3 +352,186 @@ def test_debug_lines_hold_no_entry(
     for record in ours:
         args = record.args if isinstance(record.args, tuple) else ()
         assert not any(isinstance(arg, bytes | bytearray) for arg in args)
+
+
+# -- expiry sealed in the entry; invalidate() reaches the store ------------------------
+
+
+def _direct_request(clock: Callable[[], datetime]) -> SharedRequest:
+    """A request as the broker makes it, for driving RedisCache without AWS."""
+    binding = Binding(
+        identity="", region="us-east-1", workgroup="wg", custom_domain=None, database="dev",
+        method="iam", duration=900, role_arn=None, db_roles=(), secret_id=None,
+    )
+    return SharedRequest(
+        binding=binding,
+        describe="iam login to wg",
+        holding=None,
+        access_key=lambda: "AKIAFLEETTEST",
+        caller_arn=lambda: f"arn:aws:iam::{ACCOUNT}:user/fleet-test",
+        kms=lambda: None,
+        clock=clock,
+    )
+
+
+def test_an_expired_entry_set_again_with_a_fresh_ttl_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+    fetched: list[Login] = []
+
+    def fetch() -> Lease[Login]:
+        login = Login(
+            user="IAM:fleet-test", password=f"fleet-pw-{len(fetched)}", method="iam",
+            expires_at=now[0] + timedelta(seconds=900),
+        )
+        fetched.append(login)
+        return Lease(login, lifetime=900.0)
+
+    first = shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    [key] = entry_keys(redis_server)
+    client = redis_server.client()
+    blob = client.get(key)
+    # The login has expired; someone who can write to the store (but holds no key)
+    # puts its entry back with ten fresh minutes.
+    now[0] += timedelta(seconds=1000)
+    client.set(key, blob, px=600_000)
+    second = shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    assert second.value.password != first.value.password
+    assert len(fetched) == 2
+
+
+def test_an_entry_lives_no_longer_than_its_sealed_expiry(redis_server: RedisServer) -> None:
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+
+    def fetch() -> Lease[Login]:
+        login = Login(
+            user="IAM:fleet-test", password="fleet-pw", method="iam",
+            expires_at=now[0] + timedelta(seconds=900),
+        )
+        return Lease(login, lifetime=900.0)
+
+    shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    [key] = entry_keys(redis_server)
+    client = redis_server.client()
+    now[0] += timedelta(seconds=300)
+    client.pexpire(key, 900_000)  # the store claims the whole lifetime is still left
+    lease = shared(redis_server).fetch(_direct_request(lambda: now[0]), fetch)
+    assert lease.lifetime is not None
+    assert lease.lifetime <= 600.0
+
+
+def test_invalidate_removes_the_shared_entries_too(
+    sandbox: Sandbox, brokers: list[rsauth.Broker]
+) -> None:
+    first, second, third = brokers
+    first.credentials(workgroup=sandbox.workgroup)
+    first.credentials(workgroup=sandbox.workgroup, method="secret")
+    assert len(entry_keys_of(first)) == 2
+    assert first.invalidate(workgroup=sandbox.workgroup, method="iam") == 1
+    assert len(set(entry_keys_of(first))) == 1  # the secret's entry stays
+    second.credentials(workgroup=sandbox.workgroup)
+    assert get_credentials(sandbox) == 2  # the store no longer had the login
+    # Without arguments: every entry of a login this worker published or used.
+    second.invalidate()
+    assert len(entry_keys_of(second)) == 1  # the secret's, which only the first one used
+    first.invalidate()
+    assert entry_keys_of(first) == []
+    third.credentials(workgroup=sandbox.workgroup, method="secret")
+    assert sandbox.calls().get("secretsmanager.GetSecretValue", 0) == 2
+
+
+def entry_keys_of(broker: rsauth.Broker) -> list[bytes]:
+    cache = broker._shared
+    assert cache is not None
+    client = cache._store._redis()
+    return sorted(client.keys("rsauth:v1:e:*"))
+
+
+# -- sessions of one role with different database roles ---------------------------------
+
+def tagged_session(role: str, name: str, db_roles: str) -> boto3.Session:
+    """A real AssumeRole session of ``role`` tagged ``RedshiftDbRoles=db_roles``."""
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}",
+        RoleSessionName=name,
+        Tags=[{"Key": "RedshiftDbRoles", "Value": db_roles}],
+    )["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+@pytest.fixture
+def team_role(sandbox: Sandbox) -> str:
+    """One IAM role whose sessions carry different database roles: alice's can read the
+    payroll table, bob's cannot."""
+    make_role("fleet-team", MAY_LOG_IN)
+    sandbox.sql(
+        "DO $$ BEGIN "
+        "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_payroll') "
+        "THEN CREATE ROLE fleet_payroll; END IF; "
+        "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_staff') "
+        "THEN CREATE ROLE fleet_staff; END IF; END $$; "
+        "CREATE TABLE IF NOT EXISTS fleet_salaries (amount int); "
+        "GRANT SELECT ON fleet_salaries TO fleet_payroll"
+    )
+    return "fleet-team"
+
+
+def reads_salaries(connection: Any) -> bool:
+    cursor = connection.cursor()
+    refused = ""
+    try:
+        cursor.execute("select count(*) from fleet_salaries")
+        cursor.fetchall()
+    except Exception as exc:
+        refused = str(exc)
+        connection.rollback()
+    finally:
+        cursor.close()
+    assert not refused or "permission denied" in refused
+    return not refused
+
+
+def test_sessions_of_one_role_with_different_tags_never_share(
+    sandbox: Sandbox, redis_server: RedisServer, team_role: str
+) -> None:
+    alice = tagged_session(team_role, "alice", "fleet_payroll")
+    bob = tagged_session(team_role, "bob", "fleet_staff")
+    with rsauth.Broker(alice, shared_cache=shared(redis_server)) as broker, broker.connect(
+        workgroup=sandbox.workgroup
+    ) as connection:
+        assert current_user(connection) == "IAMR:fleet-team"
+        assert reads_salaries(connection)
+        alices = broker.credentials(workgroup=sandbox.workgroup).password
+    with rsauth.Broker(bob, shared_cache=shared(redis_server)) as broker, broker.connect(
+        workgroup=sandbox.workgroup
+    ) as connection:
+        assert current_user(connection) == "IAMR:fleet-team"
+        same_login = broker.credentials(workgroup=sandbox.workgroup).password == alices
+        assert not same_login
+        assert not reads_salaries(connection)
+    assert get_credentials(sandbox) == 2
+    assert len(entry_keys(redis_server)) == 2
+
+
+def test_sharing_across_sessions_of_a_role_is_an_opt_in(
+    sandbox: Sandbox, redis_server: RedisServer, team_role: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # For fleets whose sessions all carry the same tags (an instance or task role).
+    first = tagged_session(team_role, "i-0aaa", "fleet_staff")
+    second = tagged_session(team_role, "i-0bbb", "fleet_staff")
+    monkeypatch.setenv("RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS", "true")
+    passwords = set()
+    for session, cache in (
+        (first, shared(redis_server, environ=dict(os.environ))),
+        (second, shared(redis_server, share_role_sessions=True)),
+    ):
+        with rsauth.Broker(session, shared_cache=cache) as broker:
+            passwords.add(broker.credentials(workgroup=sandbox.workgroup).password)
+    assert len(passwords) == 1
+    assert get_credentials(sandbox) == 1

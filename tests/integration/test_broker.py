@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from tests._iam import make_role
 
 import rsauth
 from rsauth.sandbox import Sandbox
@@ -34,14 +34,6 @@ def whoami(connection: Any) -> tuple[str, bool]:
     user, superuser = cursor.fetchone()
     cursor.close()
     return str(user), bool(superuser)
-
-
-def make_role(name: str) -> str:
-    iam = boto3.client("iam")
-    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
-    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 import redshift_connector
+from tests._iam import allow, make_role
 
 import rsauth
 from rsauth import etl
@@ -43,28 +45,24 @@ def _trust() -> str:
 def set_roles(sb: Sandbox, roles: list[str], default: str | None) -> None:
     """Associate ``roles`` with the namespace, ``default`` its default role (None: no default).
 
-    The sandbox's UpdateNamespace takes a default role only among the roles, so "no
-    default" needs "" among them for one call.
+    UpdateNamespace takes iamRoles and defaultIamRoleArn together; the sandbox reads an
+    empty default as "none".
     """
-    plane = boto3.client("redshift-serverless")
-    if default is None:
-        plane.update_namespace(
-            namespaceName=sb.namespace, iamRoles=[*roles, ""], defaultIamRoleArn=""
-        )
-        plane.update_namespace(namespaceName=sb.namespace, iamRoles=roles)
-    else:
-        plane.update_namespace(
-            namespaceName=sb.namespace, iamRoles=roles, defaultIamRoleArn=default
-        )
+    boto3.client("redshift-serverless").update_namespace(
+        namespaceName=sb.namespace, iamRoles=roles, defaultIamRoleArn=default or ""
+    )
 
 
 @pytest.fixture
 def world(sandbox: Sandbox) -> Iterator[None]:
     """The loader role (associated, the default), a bucket; the namespace restored after."""
-    iam = boto3.client("iam")
+    # Both may read, write and list the test bucket, as COPY and UNLOAD need.
+    reach = allow(
+        ("s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject"),
+        [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+    )
     for arn in (LOADER, STRANGER):
-        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=_trust())
+        make_role(arn.rsplit("/", 1)[1], reach, trust_policy=_trust())
     s3 = boto3.client("s3")
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
@@ -75,8 +73,10 @@ def world(sandbox: Sandbox) -> Iterator[None]:
     try:
         yield
     finally:
-        set_roles(sandbox, list(before.get("iamRoles", [])),
-                  before.get("defaultIamRoleArn") or None)
+        # GetNamespace writes each role as "IamRole(applyStatus=in-sync, iamRoleArn=<arn>)".
+        arns = [re.search(r"iamRoleArn=([^,)\s]+)", entry).group(1)  # type: ignore[union-attr]
+                for entry in before.get("iamRoles", [])]
+        set_roles(sandbox, arns, before.get("defaultIamRoleArn") or None)
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def test_a_bad_row_is_a_load_error_with_redshifts_detail(conn: Any, prefix: str)
         etl.copy(conn, table, f"s3://{BUCKET}/{key}")
     assert not isinstance(caught.value, rsauth.IamRoleError)
     text = str(caught.value)
-    assert "failed.  Check 'stl_load_errors' system table for details." in text
+    assert "failed. Check 'sys_load_error_detail' system table for details." in text
     assert "line_number: 2" in text
     assert "roll back" in text
     conn.rollback()

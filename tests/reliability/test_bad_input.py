@@ -31,9 +31,66 @@ def not_matching(pattern: re.Pattern[str]) -> st.SearchStrategy[str]:
     return st.text(max_size=80).filter(lambda s: not pattern.fullmatch(s.strip()))
 
 
+# Characters that no setting may hold: C0 controls (NUL, newline, ...), DEL, C1 controls.
+control = st.characters(codec=None, categories=["Cc"])
+# Digits of other scripts: str.isdigit() and re's \d accept them, int() reads some.
+foreign_digits = st.text(
+    alphabet=st.characters(categories=["Nd", "No"]).filter(lambda c: not c.isascii()),
+    min_size=1, max_size=6,
+)
+non_ascii = st.characters(min_codepoint=0x80).filter(lambda c: c.isprintable())
+
+
+def with_control(good: str) -> st.SearchStrategy[str]:
+    """``good`` with a control character put somewhere in it."""
+    return st.tuples(st.integers(0, len(good)), control).map(
+        lambda at: good[: at[0]] + at[1] + good[at[0]:]
+    )
+
+
+def with_non_ascii(good: str) -> st.SearchStrategy[str]:
+    return st.tuples(st.integers(0, len(good)), non_ascii).map(
+        lambda at: good[: at[0]] + at[1] + good[at[0]:]
+    )
+
+
+def longer_than(limit: int, alphabet: str = "abc") -> st.SearchStrategy[str]:
+    return st.text(alphabet=alphabet, min_size=limit + 1, max_size=limit + 200)
+
+
+ROLE = "arn:aws:iam::123456789012:role/etl"
+
 # For each field, values that must be refused (with the other fields valid).
 BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "workgroup": st.one_of(not_matching(WORKGROUP), junk.filter(lambda v: v is not None)),
+    "database": st.one_of(
+        with_control("dev"), longer_than(127),
+        st.text(alphabet="\u00e9\u4e2d", min_size=64, max_size=100),  # > 127 bytes in UTF-8
+        st.just(""), junk.filter(lambda v: v is not None),
+    ),
+    "secret_id": st.one_of(
+        with_control("app/login"), with_non_ascii("app/login"), longer_than(2048),
+        junk.filter(lambda v: v is not None),
+    ),
+    "host": st.one_of(
+        with_control("db.example.com"), with_non_ascii("db.example.com"), longer_than(253),
+        st.sampled_from(["db example.com", "-db.example.com", "db..example.com", "db_x.com"]),
+    ),
+    "user": st.one_of(
+        with_control("alice"), longer_than(127),
+        st.text(alphabet="\u00fc", min_size=64, max_size=100),
+    ),
+    "password": st.one_of(with_control("hunter2-pw"), junk.filter(lambda v: v is not None)),
+    "region": st.one_of(
+        with_control("eu-west-1"), with_non_ascii("eu-west-1"), longer_than(63),
+        foreign_digits.map(lambda d: f"eu-west-{d}"), st.from_regex(r"\A[0-9]{1,5}\Z"),
+        st.sampled_from(["eu west 1", "-eu-west-1", "eu-west-1-", "eu_west_1", "eu.west"]),
+    ),
+    "profile": with_control("prod"),
+    "custom_domain": st.one_of(
+        with_control("db.example.com"), with_non_ascii("db.example.com"), longer_than(253),
+    ),
+    "workgroup": st.one_of(not_matching(WORKGROUP), junk.filter(lambda v: v is not None),
+                           with_control("analytics"), foreign_digits.map(lambda d: f"wg{d}")),
     "duration": st.one_of(
         st.integers().filter(lambda n: not 900 <= n <= 3600),
         st.text(max_size=6).filter(lambda s: not (s.strip().isascii() and s.strip().isdigit()
@@ -42,8 +99,14 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "method": st.text(max_size=12).filter(
         lambda s: s.strip().lower() not in {"auto", "iam", "secret", "superuser", "password", ""}
     ),
-    "role_arn": st.one_of(not_matching(ROLE_ARN).filter(bool), st.integers()),
+    "role_arn": st.one_of(
+        not_matching(ROLE_ARN).filter(bool), st.integers(), with_control(ROLE),
+        st.text(alphabet=non_ascii, min_size=1, max_size=8).map(lambda n: ROLE + n),
+        foreign_digits.map(lambda d: f"arn:aws:iam::{d}:role/etl"),
+        longer_than(2048 - len(ROLE)).map(lambda n: ROLE + n),
+    ),
     "port": st.one_of(
+        foreign_digits,
         st.integers().filter(lambda n: not 1 <= n <= 65535),
         st.text(max_size=5).filter(
             lambda s: not (s.isascii() and s.isdigit() and 1 <= int(s) <= 65535)
@@ -100,16 +163,22 @@ def test_bad_values_are_configuration_errors_naming_the_field(
     broker: rsauth.Broker, entry: str, field: str, data: st.DataObject
 ) -> None:
     value = data.draw(BAD_VALUES[field], label=field)
-    arguments: dict[str, Any] = {"workgroup": "analytics", field: value}
-    if field == "port":
+    arguments: dict[str, Any] = {"workgroup": "analytics"}
+    if field in {"port", "host", "user", "password"}:
         arguments.update(method="password", host="db.example.com", user="u", password="p")
     if field == "db_roles":
-        arguments["role_arn"] = "arn:aws:iam::123456789012:role/etl"
+        arguments["role_arn"] = ROLE
+    if field in {"secret_id", "custom_domain"}:
+        del arguments["workgroup"]
+    arguments[field] = value
     # Both brokers live across examples (and the default one across the session): deltas.
     before, default_before = aws_calls(broker), aws_calls(default_broker())
     with pytest.raises(rsauth.ConfigurationError) as caught:
         ENTRY_POINTS[entry](broker)(**arguments)
     assert field in str(caught.value)
+    if field == "password":
+        assert repr(value) not in str(caught.value)
+        assert "hunter2" not in str(caught.value)
     assert aws_calls(broker) == before
     assert aws_calls(default_broker()) == default_before
 
@@ -154,6 +223,12 @@ CLI_FLAGS: dict[str, st.SearchStrategy[str]] = {
         and s not in {"auto", "iam", "secret", "superuser"}
     ),
     "--role-arn": not_matching(ROLE_ARN).filter(lambda s: s and not s.startswith("-")),
+    # Passed as --flag=VALUE, so any value reaches rsauth (argv cannot carry NUL: not drawn).
+    "--database": st.one_of(with_control("dev"), longer_than(127)),
+    "--secret-id": st.one_of(with_control("app"), with_non_ascii("app"), longer_than(2048)),
+    "--region": st.one_of(with_control("eu-west-1"), with_non_ascii("eu-west-1"),
+                          foreign_digits.map(lambda d: f"eu-west-{d}"), longer_than(63)),
+    "--profile": with_control("prod"),
 }
 
 
@@ -169,7 +244,7 @@ def test_bad_cli_flags_are_usage_errors_naming_the_flag(
     from rsauth._cli import main
 
     ClosedAws(monkeypatch)
-    value = data.draw(CLI_FLAGS[flag], label=flag)
+    value = data.draw(CLI_FLAGS[flag].filter(lambda v: "\0" not in v), label=flag)
     argv = [command, "--workgroup", "analytics", f"{flag}={value}"]
     if command == "sql":
         argv.append("select 1")

@@ -13,16 +13,18 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
 import pytest
 import redshift_connector
 from redshift_connector.error import ProgrammingError
+from tests._iam import allow, make_role, make_user
 
-from rsauth.sandbox import Sandbox
+from rsauth.sandbox import Sandbox, SandboxError
 
 pytest.importorskip("pyarrow")
 
@@ -34,7 +36,10 @@ ACCOUNT = "123456789012"
 LOADER = f"arn:aws:iam::{ACCOUNT}:role/copy-loader"  # associated, the default
 READER = f"arn:aws:iam::{ACCOUNT}:role/copy-reader"  # associated, trusts the loader
 STRANGER = f"arn:aws:iam::{ACCOUNT}:role/copy-stranger"  # not associated, trusts nobody
-LOAD_FAILED = "Load into table '{}' failed.  Check 'stl_load_errors' system table for details."
+S3_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:DeleteObject")
+# Serverless's text (https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_ERROR_DETAIL.html
+# is where it points; STL views hold no serverless queries).
+LOAD_FAILED = "Load into table '{}' failed. Check 'sys_load_error_detail' system table for details."
 
 CATEGORY = (
     "create table {t} (catid smallint, catgroup varchar(10), catname varchar(10), "
@@ -79,9 +84,10 @@ def _world(sandbox_session: Sandbox) -> Iterator[None]:
     plane = session.client(
         "redshift-serverless", endpoint_url=env["AWS_ENDPOINT_URL_REDSHIFT_SERVERLESS"]
     )
+    # Each role may read, write and list the test bucket, as COPY and UNLOAD need.
+    reach = allow(S3_ACTIONS, [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"])
     for arn, trust in ((LOADER, _trust()), (READER, _trust(LOADER)), (STRANGER, _trust())):
-        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=trust)
+        make_role(arn.rsplit("/", 1)[1], reach, trust_policy=trust, iam=iam)
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
     before = plane.get_namespace(namespaceName=sandbox_session.namespace)["namespace"]
@@ -90,22 +96,26 @@ def _world(sandbox_session: Sandbox) -> Iterator[None]:
         defaultIamRoleArn=LOADER,
     )
     yield
-    clear_default_role(plane, sandbox_session.namespace, before.get("iamRoles", []))
-    if before.get("defaultIamRoleArn"):
-        plane.update_namespace(
-            namespaceName=sandbox_session.namespace,
-            defaultIamRoleArn=before["defaultIamRoleArn"],
-        )
+    plane.update_namespace(
+        namespaceName=sandbox_session.namespace, iamRoles=role_arns(before),
+        defaultIamRoleArn=before.get("defaultIamRoleArn", ""),
+    )
+
+
+def role_arns(namespace: Mapping[str, Any]) -> list[str]:
+    """The ARNs of GetNamespace's iamRoles, which AWS writes as
+    "IamRole(applyStatus=in-sync, iamRoleArn=<arn>)"."""
+    return [re.search(r"iamRoleArn=([^,)\s]+)", entry).group(1)  # type: ignore[union-attr]
+            for entry in namespace.get("iamRoles", [])]
 
 
 def clear_default_role(plane: Any, namespace: str, roles: list[str]) -> None:
     """Leave ``roles`` associated and no default role.
 
-    The sandbox's UpdateNamespace accepts a default role only among the roles, so an
-    empty one ("no default") needs "" among them for one call.
+    UpdateNamespace takes iamRoles and defaultIamRoleArn together; the sandbox reads an
+    empty default as "none".
     """
-    plane.update_namespace(namespaceName=namespace, iamRoles=[*roles, ""], defaultIamRoleArn="")
-    plane.update_namespace(namespaceName=namespace, iamRoles=roles)
+    plane.update_namespace(namespaceName=namespace, iamRoles=roles, defaultIamRoleArn="")
 
 
 @pytest.fixture
@@ -443,6 +453,131 @@ def test_unassociated_role_is_refused_with_redshifts_text(db: Any, s3: Any, pref
     assert detail["M"] == f"Not authorized to get credentials of role {STRANGER}"
 
 
+def _role_document(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+_ASSUME = "sts:AssumeRole"
+_REDSHIFT = "redshift.amazonaws.com"
+# Associated roles whose trust policies Redshift meets when it assumes them for COPY/UNLOAD
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_principal.html):
+# name -> (trust policy, whether Redshift may assume the role).
+TRUSTS: dict[str, tuple[str, bool]] = {
+    "trust-service-string": (
+        _role_document({"Effect": "Allow", "Principal": {"Service": _REDSHIFT}, "Action": _ASSUME}),
+        True,
+    ),
+    "trust-service-list": (
+        _role_document(
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["ec2.amazonaws.com", _REDSHIFT]},
+                "Action": [_ASSUME, "sts:TagSession"],
+            }
+        ),
+        True,
+    ),
+    "trust-sts-wildcard": (
+        _role_document(
+            {"Effect": "Allow", "Principal": {"Service": [_REDSHIFT]}, "Action": "sts:*"}
+        ),
+        True,
+    ),
+    "trust-account-only": (
+        _role_document(
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": [_ASSUME, "sts:TagSession"],
+            }
+        ),
+        False,
+    ),
+    "trust-other-service": (
+        _role_document(
+            {"Effect": "Allow", "Principal": {"Service": "glue.amazonaws.com"}, "Action": _ASSUME}
+        ),
+        False,
+    ),
+    "trust-wrong-action": (
+        _role_document(
+            {"Effect": "Allow", "Principal": {"Service": _REDSHIFT}, "Action": "sts:TagSession"}
+        ),
+        False,
+    ),
+    "trust-denied": (
+        _role_document(
+            {"Effect": "Allow", "Principal": {"Service": _REDSHIFT}, "Action": _ASSUME},
+            {"Effect": "Deny", "Principal": {"Service": [_REDSHIFT]}, "Action": "sts:Assume*"},
+        ),
+        False,
+    ),
+}
+
+
+@pytest.fixture
+def trusted_roles(sandbox: Sandbox) -> Iterator[dict[str, str]]:
+    """The TRUSTS roles, associated with the namespace for one test: name -> ARN."""
+    iam = boto3.client("iam")
+    plane = boto3.client("redshift-serverless")
+    arns = {}
+    for name, (document, _) in TRUSTS.items():
+        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=document)
+        arns[name] = f"arn:aws:iam::{ACCOUNT}:role/{name}"
+    plane.update_namespace(
+        namespaceName=sandbox.namespace, iamRoles=[LOADER, READER, *arns.values()],
+        defaultIamRoleArn=LOADER,
+    )
+    try:
+        yield arns
+    finally:
+        plane.update_namespace(
+            namespaceName=sandbox.namespace, iamRoles=[LOADER, READER], defaultIamRoleArn=LOADER
+        )
+
+
+def test_a_role_redshift_may_not_assume_is_refused(
+    db: Any, s3: Any, prefix: str, trusted_roles: dict[str, str]
+) -> None:
+    put(s3, f"{prefix}one.txt", "1|x\n")
+    loaded = table(db, "create table {t} (id int, v varchar(5))")
+    source = f"s3://{BUCKET}/{prefix}one.txt"
+    for name, arn in trusted_roles.items():
+        trusted = TRUSTS[name][1]
+        if trusted:
+            run(db, f"copy {loaded} from '{source}' iam_role '{arn}'")
+            db.commit()  # the refusals below roll back
+            continue
+        detail = refusal(db, f"copy {loaded} from '{source}' iam_role '{arn}'")
+        assert (detail["C"], detail["M"]) == (
+            "XX000", f"Not authorized to get credentials of role {arn}"
+        ), name
+        detail = refusal(
+            db, f"unload ('select 1') to 's3://{BUCKET}/{prefix}{name}/' iam_role '{arn}'"
+        )
+        assert detail["M"] == f"Not authorized to get credentials of role {arn}", name
+    db.commit()
+    trusted_count = sum(1 for _, trusted in TRUSTS.values() if trusted)
+    assert rows(db, f"select count(*) from {loaded}") == [(trusted_count,)]
+
+
+def test_a_role_that_does_not_exist_is_refused(db: Any, sandbox: Sandbox, prefix: str) -> None:
+    plane = boto3.client("redshift-serverless")
+    ghost = f"arn:aws:iam::{ACCOUNT}:role/copy-ghost"
+    loaded = table(db, "create table {t} (id int)")
+    plane.update_namespace(
+        namespaceName=sandbox.namespace, iamRoles=[LOADER, READER, ghost], defaultIamRoleArn=LOADER
+    )
+    try:
+        detail = refusal(db, f"copy {loaded} from 's3://{BUCKET}/{prefix}x' iam_role '{ghost}'")
+    finally:
+        plane.update_namespace(
+            namespaceName=sandbox.namespace, iamRoles=[LOADER, READER], defaultIamRoleArn=LOADER
+        )
+    assert detail["M"] == f"Not authorized to get credentials of role {ghost}"
+
+
 def test_broken_chain_is_refused(db: Any, s3: Any, prefix: str) -> None:
     put(s3, f"{prefix}one.txt", "1|x\n")
     loaded = table(db, "create table {t} (id int, v varchar(5))")
@@ -466,7 +601,9 @@ def test_no_default_role_is_refused(db: Any, sandbox: Sandbox, s3: Any, prefix: 
         assert rows(db, "select default_iam_role()") == [(None,)]
         detail = refusal(db, f"copy {loaded} from 's3://{BUCKET}/{prefix}one.txt' iam_role default")
     finally:
-        plane.update_namespace(namespaceName=sandbox.namespace, defaultIamRoleArn=LOADER)
+        plane.update_namespace(
+            namespaceName=sandbox.namespace, iamRoles=[LOADER, READER], defaultIamRoleArn=LOADER
+        )
     assert detail["C"] == "XX000"
     assert detail["M"].startswith(
         f"IAM_ROLE default was given, but namespace {sandbox.namespace} has no default IAM role"
@@ -474,10 +611,11 @@ def test_no_default_role_is_refused(db: Any, sandbox: Sandbox, s3: Any, prefix: 
 
 
 def test_access_keys_in_the_statement(db: Any, sandbox: Sandbox, s3: Any, prefix: str) -> None:
-    iam = boto3.client("iam")
     user = f"copy-keys-{uuid.uuid4().hex[:6]}"
-    iam.create_user(UserName=user)
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    reach = allow(S3_ACTIONS, [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"])
+    keys = make_user(user, reach)
+    key = {"AccessKeyId": keys["aws_access_key_id"],
+           "SecretAccessKey": keys["aws_secret_access_key"]}
     put(s3, f"{prefix}data/listings_pipe.txt", "1|x\n")
     listing = table(db, "create table {t} (id int, v varchar(5))")
     run(db, doc("""copy listing
@@ -528,6 +666,76 @@ def test_bad_row_aborts_with_line_and_column(db: Any, s3: Any, prefix: str) -> N
     assert f"filename:        s3://{BUCKET}/{prefix}bad.csv" in detail["D"]
     # The error aborted the whole transaction, the insert before it included.
     assert rows(db, f"select id from {loaded}") == [(0,)]
+
+
+def test_a_failed_load_leaves_its_row_in_sys_load_error_detail(
+    db: Any, s3: Any, prefix: str, sandbox: Sandbox
+) -> None:
+    """https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_ERROR_DETAIL.html"""
+    source = f"s3://{BUCKET}/{prefix}bad.csv"
+    put(s3, f"{prefix}bad.csv", "1,one\n2,two\nx3,three\n")
+    loaded = table(db, "create table {t} (id int, v varchar(10))")
+    detail = refusal(db, f"copy {loaded} from '{source}' iam_role default csv")
+    assert detail["M"] == LOAD_FAILED.format(loaded)
+    # The load's transaction was rolled back (refusal() did), the row stays, as on Redshift.
+    found = rows(
+        db,
+        "select user_id, query_id, trim(database_name), table_id, start_time, "
+        "trim(file_name), line_number, trim(column_name), trim(column_type), position, "
+        f"error_code, trim(error_message) from sys_load_error_detail where file_name = '{source}'",
+    )
+    assert len(found) == 1
+    (user_id, query_id, database, table_id, start, file_name, line, column, column_type,
+     position, code, message) = found[0]
+    assert (database, file_name, line, column, column_type) == (
+        sandbox.database, source, 3, "id", "int4"
+    )
+    assert (position, code) == (0, 1207)
+    assert message == "Invalid digit, Value 'x', Pos 0, Type: Integer"
+    assert query_id > 0
+    assert start is not None
+    assert rows(db, f"select '{loaded}'::regclass::oid::int") == [(table_id,)]
+    assert rows(db, "select usesysid from pg_user where usename = current_user") == [(user_id,)]
+    db.commit()
+
+
+def test_other_users_do_not_see_my_load_errors(
+    db: Any, s3: Any, prefix: str, sandbox: Sandbox
+) -> None:
+    """Superusers see every row of sys_load_error_detail, other users their own."""
+    source = f"s3://{BUCKET}/{prefix}bad.csv"
+    put(s3, f"{prefix}bad.csv", "x\n")
+    loaded = table(db, "create table {t} (id int)")
+    refusal(db, f"copy {loaded} from '{source}' iam_role default")
+    where = f"from sys_load_error_detail where file_name = '{source}'"
+    reader = f"load_reader_{uuid.uuid4().hex[:8]}"
+    sandbox.sql(f"create role {reader}")
+    try:
+        assert sandbox.sql(f"select count(*) {where}") == [["1"]]
+        assert sandbox.sql(f"set role {reader}; select count(*) {where}") == [["0"]]
+    finally:
+        sandbox.sql(f"drop role {reader}")
+
+
+def test_stl_load_errors_is_refused_as_on_serverless(db: Any, sandbox: Sandbox) -> None:
+    """STL views hold no serverless queries
+    (https://docs.aws.amazon.com/redshift/latest/dg/r_STL_LOAD_ERRORS.html); Serverless answers
+    "permission denied for relation stl_load_errors" (a public write-up; SQLSTATE unverified)."""
+    for statement in (
+        "select * from stl_load_errors",
+        "select count(*) from pg_catalog.stl_load_errors where err_code = 1207",
+    ):
+        detail = refusal(db, statement)
+        assert (detail["C"], detail["M"]) == (
+            "42501", "permission denied for relation stl_load_errors"
+        )
+    reader = f"stl_reader_{uuid.uuid4().hex[:8]}"
+    sandbox.sql(f"create role {reader}")
+    try:
+        with pytest.raises(SandboxError, match="permission denied for relation stl_load_errors"):
+            sandbox.sql(f"set role {reader}; select * from stl_load_errors")
+    finally:
+        sandbox.sql(f"drop role {reader}")
 
 
 def test_error_inside_a_transaction_block_aborts_it(db: Any, prefix: str) -> None:

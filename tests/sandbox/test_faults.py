@@ -314,15 +314,21 @@ def test_foreground_admin_api_does_what_the_methods_do(monkeypatch: pytest.Monke
             if line.startswith("export "):
                 key, _, value = line.removeprefix("export ").strip().partition("=")
                 monkeypatch.setenv(key, value.strip("'"))
-        admin = re.search(r"admin API: (http://127\.0\.0\.1:\d+)", "".join(lines))
+        # boto3's default session keeps the keys it first read: those of another sandbox.
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        admin = re.search(r"admin API: (http://127\.0\.0\.1:\d+/[\w-]+)", "".join(lines))
         assert admin is not None
         _post(f"{admin.group(1)}/throttle", count=1, operation="GetWorkgroup")
         with pytest.raises(botocore.exceptions.ClientError) as caught:
             serverless(attempts=1).get_workgroup(workgroupName=WORKGROUP)
         assert error_code(caught.value) == "ThrottlingException"
         assert _post(f"{admin.group(1)}/calls") == {"redshift-serverless.GetWorkgroup": 1}
+        _post(f"{admin.group(1)}/set_idle_resume", seconds=5, idle_after=120)
+        idle = _post(f"{admin.group(1)}/front_stats")["idle"]
+        assert (idle["seconds"], idle["idle_after"], idle["state"]) == (5, 120, "awake")
         _post(f"{admin.group(1)}/reset")
         assert _post(f"{admin.group(1)}/calls") == {}
+        assert _post(f"{admin.group(1)}/front_stats")["idle"]["state"] == "off"
     finally:
         process.terminate()
         process.wait(60)

@@ -5,7 +5,6 @@ These tests do not use rsauth's broker: they check the stand-in itself.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ import boto3
 import pytest
 import redshift_connector
 from redshift_connector.error import InterfaceError
+from tests._iam import make_role
 
 from rsauth.sandbox import Sandbox
 
@@ -24,10 +24,12 @@ def serverless(**keys: str) -> RedshiftServerlessClient:
     return boto3.client("redshift-serverless", **keys)  # type: ignore[call-overload, no-any-return]
 
 
-def login(sb: Sandbox, user: str, password: str, database: str = "dev") -> Any:
+def login(
+    sb: Sandbox, user: str, password: str, database: str = "dev", port: int | None = None
+) -> Any:
     return redshift_connector.connect(
         host=sb.host,
-        port=sb.port,
+        port=port or sb.port,
         database=database,
         user=user,
         password=password,
@@ -46,10 +48,7 @@ def scalar(connection: Any, sql: str) -> Any:
 
 
 def assumed_role_keys(role: str, tags: dict[str, str] | None = None) -> dict[str, str]:
-    iam = boto3.client("iam")
-    policy = json.dumps({"Version": "2012-10-17"})
-    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
-        iam.create_role(RoleName=role, AssumeRolePolicyDocument=policy)
+    make_role(role)
     extra: dict[str, Any] = {}
     if tags:
         extra["Tags"] = [{"Key": key, "Value": value} for key, value in tags.items()]
@@ -257,7 +256,9 @@ def test_create_namespace_and_workgroup(sandbox: Sandbox) -> None:
         client.create_namespace(namespaceName="bad-ns2",
                                 defaultIamRoleArn="arn:aws:iam::123456789012:role/x")
     answer = client.get_credentials(workgroupName="reporting", dbName="reporting")
-    with login(sandbox, answer["dbUser"], answer["dbPassword"], database="reporting") as conn:
+    # On the workgroup's own port: its passwords are not valid on another workgroup's.
+    port = created["workgroup"]["endpoint"]["port"]
+    with login(sandbox, answer["dbUser"], answer["dbPassword"], "reporting", port) as conn:
         assert scalar(conn, "select current_database()") == "reporting"
     roles = ["arn:aws:iam::123456789012:role/loader"]
     updated = client.update_namespace(namespaceName="reporting-ns", iamRoles=roles,

@@ -524,3 +524,27 @@ def test_stop_closes_listener_and_sessions(env: Env) -> None:
         query(conn, "select 1")
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
         pass
+
+
+def test_each_login_carries_the_roles_of_its_own_tag(env: Env) -> None:
+    with env.pg.admin() as admin:
+        admin.execute("create role tag_admins; create role tag_readers")
+    membership = (
+        "select r.rolname from pg_auth_members m"
+        " join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member"
+        " where u.rolname = current_user order by 1"
+    )
+    env.issue("IAMR:shared", "alice-pw", roles=("tag_admins",))
+    env.issue("IAMR:shared", "bob-pw", roles=("tag_readers",))
+    with env.connect("IAMR:shared", "alice-pw") as conn:
+        assert query(conn, membership) == [["tag_admins"]]
+    # Another session of the same role, another tag: alice's roles are not bob's.
+    with env.connect("IAMR:shared", "bob-pw") as conn:
+        assert query(conn, membership) == [["tag_readers"]]
+    with env.connect("IAMR:shared", "alice-pw") as conn:
+        assert query(conn, membership) == [["tag_admins"]]
+    # Roles granted in SQL are the administrator's, not a tag's: they stay.
+    with env.pg.admin() as admin:
+        admin.execute('grant tag_readers to "IAMR:shared"')
+    with env.connect("IAMR:shared", "alice-pw") as conn:
+        assert query(conn, membership) == [["tag_admins"], ["tag_readers"]]

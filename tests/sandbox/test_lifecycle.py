@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,8 @@ def _wait_gone(pids: set[int], ports: list[int], timeout: float = 30) -> None:
 
 def _ports(sb: Sandbox) -> list[int]:
     aws = int(sb.aws_url.rsplit(":", 1)[1])
-    admin = int(sb.admin_url.rsplit(":", 1)[1])
+    admin = urllib.parse.urlsplit(sb.admin_url).port
+    assert admin is not None
     return [sb.port, aws, admin]
 
 
@@ -101,10 +103,11 @@ def test_exception_in_with_block_stops_everything() -> None:
 def test_a_killed_parent_takes_the_sandbox_with_it(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent("""
-        import json, sys, time
+        import json, sys, time, urllib.parse
         from rsauth.sandbox import Sandbox
         sb = Sandbox().start()
-        ports = [sb.port, int(sb.aws_url.rsplit(":", 1)[1]), int(sb.admin_url.rsplit(":", 1)[1])]
+        admin = urllib.parse.urlsplit(sb.admin_url).port
+        ports = [sb.port, int(sb.aws_url.rsplit(":", 1)[1]), admin]
         print(json.dumps({"pid": sb.pid, "ports": ports}), flush=True)
         time.sleep(600)
     """))

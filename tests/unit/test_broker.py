@@ -65,6 +65,7 @@ class FakeConnection:
     def __init__(self, kwargs: dict[str, Any], superuser: bool) -> None:
         self.kwargs = kwargs
         self.superuser = superuser
+        self.autocommit = False  # the driver's default
         self.queries: list[str] = []
         self.closed = False
 
@@ -122,7 +123,9 @@ class Aws:
         for stubber in (self.rs, self.sm, self.sts):
             stubber.activate()
 
-    def workgroup(self, name: str = "analytics", status: str = "AVAILABLE") -> None:
+    def workgroup(
+        self, name: str = "analytics", status: str = "AVAILABLE", port: int = 5439
+    ) -> None:
         self.rs.add_response(
             "get_workgroup",
             {
@@ -130,11 +133,20 @@ class Aws:
                     "workgroupName": name,
                     "namespaceName": "sales-ns",
                     "status": status,
-                    "endpoint": {"address": ENDPOINT, "port": 5439},
+                    "endpoint": {"address": ENDPOINT, "port": port},
                 }
             },
             {"workgroupName": name},
         )
+
+    def custom_domain(self, domain: str, workgroup: str = "analytics", port: int = 5439) -> None:
+        """ListCustomDomainAssociations finds the workgroup, GetWorkgroup its port."""
+        self.rs.add_response(
+            "list_custom_domain_associations",
+            {"associations": [{"workgroupName": workgroup, "customDomainName": domain}]},
+            {"customDomainName": domain},
+        )
+        self.workgroup(workgroup, port=port)
 
     def credentials(
         self,
@@ -275,12 +287,14 @@ def test_custom_domain_and_duration(broker: Broker, aws: Aws, driver: FakeDriver
         lifetime=3600,
         params={"customDomainName": "db.example.com", "dbName": "sales", "durationSeconds": 3600},
     )
+    aws.custom_domain("db.example.com", port=5441)
     credentials = broker.credentials(
         custom_domain="db.example.com", database="sales", duration=3600
     )
     aws.done()
     assert credentials.host == "db.example.com"
-    assert credentials.port == 5439
+    # The domain's workgroup's port, not 5439.
+    assert credentials.port == 5441
     assert credentials.database == "sales"
     # Counted one second short: the server's Date header has one-second resolution.
     assert credentials.expires_in == pytest.approx(3599)
@@ -575,8 +589,8 @@ def test_cache_keys_never_contain_secrets(broker: Broker, aws: Aws, driver: Fake
     aws.workgroup()
     broker.connect(workgroup="analytics")
     broker.connect(workgroup="analytics", user="bob", password="pw-bob")
-    keys = [repr(key) for key in broker._logins._entries]
-    keys += [repr(key) for key in broker._endpoints._cache._entries]
+    keys = [repr(key) for key in broker._logins._cache._entries]
+    keys += [repr(key) for key in broker._connections._endpoints._cache._entries]
     keys += [repr(broker._prepare(workgroup="analytics", user="bob", password="pw-bob").aws.key)]
     for text in keys:
         for secret in ("pw-", *SECRET_VALUES):
@@ -612,7 +626,7 @@ def test_after_fork_the_child_starts_empty(broker: Broker, aws: Aws) -> None:
     broker._after_fork()
     assert broker.stats()["cache.misses"] == 0
     assert broker.stats().get("redshift-serverless.GetCredentials") is None
-    assert list(broker._logins._entries) == []
+    assert list(broker._logins._cache._entries) == []
 
 
 def test_closed_broker_refuses_work(clock: FakeClock) -> None:

@@ -253,3 +253,131 @@ def test_a_password_is_never_kept_for_reuse() -> None:
 
     resolve({"method": "password", "host": "db.example.com", "user": "u", "password": "pw-1"}, {})
     assert not [key for key in list(_RESOLVED.keys()) if "pw-1" in repr(key)]
+
+
+# -- character and length rules, for every string setting ---------------------------------
+
+PASSWORD_LOGIN: dict[str, Any] = {"method": "password", "host": "db.example.com",
+                                  "user": "u", "password": "p"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "base", "fragments"),
+    [
+        ("database", "a\0b", {"workgroup": "wg1"}, ["database", "printable", "127 bytes"]),
+        ("database", "a\nb", {"workgroup": "wg1"}, ["database", "printable"]),
+        ("database", "d" * 128, {"workgroup": "wg1"}, ["database", "1 to 127 bytes"]),
+        ("database", "é" * 64, {"workgroup": "wg1"}, ["database", "127 bytes"]),
+        ("database", "a\u200bb", {"workgroup": "wg1"}, ["database", "printable"]),
+        ("secret_id", "sécret", {}, ["secret_id", "ASCII", "2048"]),
+        ("secret_id", "s" * 2049, {}, ["secret_id", "1 to 2048"]),
+        ("secret_id", "app\nlogin", {}, ["secret_id", "ASCII"]),
+        ("role_arn", "arn:aws:iam::123456789012:role/réle", {"workgroup": "wg1"},
+         ["role_arn", "IAM role ARN"]),
+        ("role_arn", "arn:aws:iam::١٢٣٤٥٦٧٨٩٠١٢:role/x", {"workgroup": "wg1"},
+         ["role_arn", "IAM role ARN"]),
+        ("role_arn", "arn:aws:iam::123456789012:role/" + "r" * 2020, {"workgroup": "wg1"},
+         ["role_arn", "2048"]),
+        ("role_arn", "arn:aws:iam::123456789012:role/x\n", {"workgroup": "wg1"},
+         ["role_arn", "IAM role ARN"]),
+        ("host", "db.example.com\n", PASSWORD_LOGIN, ["host", "DNS name", "IP address"]),
+        ("host", "db example.com", PASSWORD_LOGIN, ["host", "DNS name"]),
+        ("host", "-db.example.com", PASSWORD_LOGIN, ["host", "DNS name"]),
+        ("host", "dé.example.com", PASSWORD_LOGIN, ["host", "DNS name"]),
+        ("host", "h" * 254, PASSWORD_LOGIN, ["host", "DNS name"]),
+        ("user", "al\nice", PASSWORD_LOGIN, ["user", "printable", "127 bytes"]),
+        ("user", "u" * 128, PASSWORD_LOGIN, ["user", "1 to 127 bytes"]),
+        ("user", "ü" * 64, PASSWORD_LOGIN, ["user", "127 bytes"]),
+        ("region", "eu-west-1\n", {"workgroup": "wg1"}, ["region", "host label"]),
+        ("region", "eu west 1", {"workgroup": "wg1"}, ["region", "host label"]),
+        ("region", "-eu-west-1", {"workgroup": "wg1"}, ["region", "host label"]),
+        ("region", "1234", {"workgroup": "wg1"}, ["region", "host label"]),
+        ("region", "ëu-west-1", {"workgroup": "wg1"}, ["region", "host label"]),
+        ("region", "r" * 64, {"workgroup": "wg1"}, ["region", "63"]),
+        ("profile", "dev\0", {"workgroup": "wg1"}, ["profile", "control character"]),
+        ("custom_domain", "db.example.com\n", {}, ["custom_domain", "DNS name"]),
+        ("port", "٥٤٣٩", PASSWORD_LOGIN, ["port", "1 to 65535"]),
+    ],
+)
+def test_strings_are_checked_for_characters_and_length(
+    field: str, value: str, base: dict[str, Any], fragments: list[str]
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve({**base, field: value}, {})
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("password", ["pw\n", "p\0w", "\x1bpw", "pw\x7f"])
+def test_a_password_with_a_control_character_is_refused_without_repeating_it(
+    password: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve({**PASSWORD_LOGIN, "password": password}, {})
+    assert "password" in str(info.value)
+    assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("password", [12345678, b"hunter2", ["hunter2"]])
+def test_a_password_of_the_wrong_type_is_not_repeated(password: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve({**PASSWORD_LOGIN, "password": password}, {})
+    assert "password" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert "12345678" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("database", "sales data"),
+        ("database", "é" * 63),
+        ("database", "d" * 127),
+        ("secret_id", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/login-AbCdEf"),
+        ("secret_id", "s" * 2048),
+        ("role_arn", "arn:aws-us-gov:iam::123456789012:role/path/to/etl+x=y,z.@-_"),
+        ("host", "localhost"),
+        ("host", "127.0.0.1"),
+        ("host", "::1"),
+        ("host", "db.example.com."),
+        ("user", "IAMR:etl-role"),
+        ("user", "u" * 127),
+        ("region", "eu-west-1"),
+        ("region", "us-gov-west-1"),
+        ("profile", "prod admin"),
+        ("password", "p@ss word:\\\"'"),
+    ],
+)
+def test_values_within_the_rules_are_accepted(field: str, value: str) -> None:
+    base = PASSWORD_LOGIN if field in {"host", "user", "password"} else {"workgroup": "wg1"}
+    if field == "secret_id":
+        base = {}
+    options = resolve({**base, field: value}, {})
+    assert getattr(options, field) == value
+
+
+def test_environment_values_are_checked_naming_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="RSAUTH_DATABASE"):
+        resolve({"workgroup": "wg1"}, {"RSAUTH_DATABASE": "dev\n"})
+    with pytest.raises(ConfigurationError, match="RSAUTH_SECRET_ID"):
+        resolve({}, {"RSAUTH_SECRET_ID": "\u00e9"})
+
+
+@pytest.mark.parametrize(
+    ("explicit", "broker", "environ", "profile", "named"),
+    [
+        ("eu_west_1", None, {}, None, "region="),
+        (None, "eu west", {}, None, "Broker(region=)"),
+        (None, None, {"AWS_REGION": "eu-west-1\n"}, None, "AWS_REGION"),
+        (None, None, {"AWS_DEFAULT_REGION": "ëu"}, None, "AWS_DEFAULT_REGION"),
+        (None, None, {}, "bad/region", "profile"),
+    ],
+)
+def test_a_malformed_region_is_a_configuration_error_naming_where_it_came_from(
+    explicit: str | None, broker: str | None, environ: dict[str, str], profile: str | None,
+    named: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        resolve_region(explicit, broker, environ, profile)
+    assert named in str(info.value)
+    assert "host label" in str(info.value)

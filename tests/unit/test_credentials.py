@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +81,18 @@ def test_as_env_is_all_strings_with_verify_full() -> None:
     assert env["PGPORT"] == "5439"
     assert env["PGSSLMODE"] == "verify-full"
     assert env["PGPASSWORD"] == PASSWORD
-    assert "PGSSLROOTCERT" not in env
+
+
+def test_as_env_without_ssl_cert_file_names_the_amazon_roots_the_driver_trusts() -> None:
+    """libpq has no default root: without PGSSLROOTCERT, verify-full cannot work at all."""
+    ca_file = Path(make().as_env(environ={})["PGSSLROOTCERT"])
+    assert ca_file.is_file()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(str(ca_file))
+    subjects = [repr(cert["subject"]) for cert in context.get_ca_certs()]
+    root = ("('countryName', 'US'),), (('organizationName', 'Amazon'),), "
+            "(('commonName', 'Amazon Root CA 1'),)")
+    assert any(root in subject for subject in subjects)
 
 
 def test_as_env_names_the_ca_file_when_known() -> None:

@@ -513,3 +513,37 @@ def test_delimiters_round_trip(value: str) -> None:
 
 def test_statements_have_no_trailing_semicolon() -> None:
     assert not re.search(r";\s*$", copy_sql("t", "s3://bucket/k"))
+
+
+def _from_command_line(statement: str, name: str, text: str) -> str:
+    """The statement with one option read as ``rsauth copy/unload -o NAME=TEXT`` reads it."""
+    options: dict[str, Any] = {name: etl._parse_option(name, text)}
+    if statement == "copy":
+        return copy_sql("t", "s3://bucket/k", **options)
+    return unload_sql("select 1", "s3://bucket/k", **options)
+
+
+# str.isdigit() holds for superscripts (int() refuses them) and for other scripts' digits
+# (int() reads ARABIC-INDIC DIGIT THREE as 3).
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("ignore_header", "\u00b2"), ("ignore_header", "\u0663"), ("max_error", "\u00b9\u2070")],
+)
+def test_command_line_counts_with_non_ascii_digits_are_configuration_errors(
+    name: str, text: str
+) -> None:
+    with pytest.raises(rsauth.ConfigurationError, match=name):
+        _from_command_line("copy", name, text)
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0665", "\u0665 MB", "5\u00a0MB"])
+def test_sizes_are_ascii_digits(text: str) -> None:
+    with pytest.raises(rsauth.ConfigurationError, match="max_file_size"):
+        _from_command_line("unload", "max_file_size", text)
+
+
+@pytest.mark.parametrize("role", ["arn:aws:iam::123456789012:role/r\u00e9le",
+                                  "arn:aws:iam::\u0661" + "2" * 11 + ":role/etl"])
+def test_role_arns_are_ascii(role: str) -> None:
+    with pytest.raises(rsauth.ConfigurationError, match="iam_role"):
+        copy_sql("t", "s3://bucket/k", iam_role=role)

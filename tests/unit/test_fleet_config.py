@@ -10,7 +10,7 @@ import pytest
 
 import rsauth
 from rsauth._cache import Lease, windows
-from rsauth._fleet._store import Store, redact_url
+from rsauth._fleet._store import Store, StoreUnavailable, redact_url
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -43,6 +43,56 @@ def test_redaction() -> None:
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
     assert redact_url("rediss://:pw@h:1/0") == "rediss://:***@h:1/0"
     assert redact_url("rediss://u:pw@h/0") == "rediss://u:***@h/0"
+    assert redact_url("redis://h:1/0?password=pw&db=1") == "redis://h:1/0?password=***&db=1"
+    assert redact_url("unix:///run/r.sock?db=2&PASSWORD=pw") == "unix:///run/r.sock?db=2&PASSWORD=***"
+    assert redact_url("redis://u:a@h/0?password=b") == "redis://u:***@h/0?password=***"
+
+
+def test_a_password_in_the_query_string_stays_out_of_reprs_and_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = rsauth.RedisCache(
+        f"redis://127.0.0.1:{_closed_port()}/0?password=hunter2-query", fleet_key=KEY,
+        timeout=0.2,
+    )
+    assert cache._store._redis().connection_pool.connection_kwargs["password"] == "hunter2-query"
+    assert "hunter2-query" not in repr(cache)
+    assert "hunter2-query" not in cache.url
+    with pytest.raises(StoreUnavailable):
+        cache._store.read("rsauth:v1:e:x")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "password=***" in warnings[0].getMessage()
+    assert "hunter2-query" not in caplog.text
+    cache.close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_tls_always_checks_the_host_name() -> None:
+    cache = rsauth.RedisCache("rediss://cache.example.com:6380/0", fleet_key=KEY)
+    kwargs = cache._store._redis().connection_pool.connection_kwargs
+    assert kwargs["ssl_check_hostname"] is True
+    assert kwargs["ssl_cert_reqs"] == "required"
+    cache.close()
+    plain = rsauth.RedisCache("redis://cache.example.com:6379/0", fleet_key=KEY)
+    assert "ssl_check_hostname" not in plain._store._redis().connection_pool.connection_kwargs
+    plain.close()
+
+
+@pytest.mark.parametrize(
+    "query", ["ssl_cert_reqs=none", "ssl_check_hostname=false", "SSL_CERT_REQS=optional"]
+)
+def test_a_url_cannot_turn_tls_checks_off(query: str) -> None:
+    with pytest.raises(rsauth.ConfigurationError, match="always checks both") as raised:
+        rsauth.RedisCache(f"rediss://u:pw-9@cache.example.com/0?{query}", fleet_key=KEY)
+    assert "pw-9" not in str(raised.value)
 
 
 def test_exactly_one_key_mode() -> None:
@@ -121,3 +171,12 @@ def test_span_places_windows_of_a_login_fetched_elsewhere() -> None:
     secret = windows(0.0, Lease("v", refresh_after=300.0), jitter=1.0)
     assert secret.advisory_at == 300.0
     assert math.isinf(secret.mandatory_at)
+
+
+def test_no_key_material_in_reprs() -> None:
+    raw = base64.b64decode(KEY)
+    cache = rsauth.RedisCache("redis://u:pw-in-url@h/0?password=pw-in-query", fleet_key=KEY)
+    texts = [repr(cache), str(cache), cache.url, repr(cache._sealer)]
+    for form in (KEY, raw.hex(), repr(raw)[2:-1], "pw-in-url", "pw-in-query"):
+        assert not any(form in text for text in texts)
+    cache.close()

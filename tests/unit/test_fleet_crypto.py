@@ -17,6 +17,7 @@ from rsauth._fleet._crypto import (
     EntryRejected,
     FleetKey,
     KmsKey,
+    binding_identity,
     derive,
     normalise_identity,
     parse_fleet_key,
@@ -118,10 +119,35 @@ def test_fleet_key_parsing() -> None:
     assert parse_fleet_key(base64.b64encode(KEY).decode(), source="k") == KEY
     assert parse_fleet_key(base64.urlsafe_b64encode(KEY).decode().rstrip("="), source="k") == KEY
     assert parse_fleet_key(KEY.hex(), source="k") == KEY
-    with pytest.raises(ConfigurationError, match="at least 32"):
-        parse_fleet_key(b"short", source="k")
-    with pytest.raises(ConfigurationError, match="neither base64 nor hex"):
-        parse_fleet_key("not a key!", source="k")
+    assert parse_fleet_key(f"  {KEY.hex().upper()}\n", source="k") == KEY
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"short", "5 bytes"),
+        (bytes(range(33)), "33 bytes"),
+        (bytes(range(32)).hex()[:-2], "hex"),
+        (base64.b64encode(bytes(range(48))).decode(), "48 bytes"),
+        (base64.b64encode(bytes(range(24))).decode(), "24 bytes"),
+        ("not a key!", "neither"),
+        (bytes(32), "distinct"),
+        (b"ab" * 16, "distinct"),
+        (bytes(range(15)) * 2 + b"\x00\x01", "distinct"),
+        ((bytes(range(15)) * 3)[:32].hex(), "distinct"),
+        ("0" * 64, "distinct"),
+        (base64.b64encode(b"\xff" * 32).decode(), "distinct"),
+    ],
+)
+def test_weak_or_malformed_fleet_keys_are_refused(value: bytes | str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=reason) as raised:
+        parse_fleet_key(value, source="RSAUTH_SHARED_CACHE_KEY")
+    message = str(raised.value)
+    assert "RSAUTH_SHARED_CACHE_KEY" in message
+    assert 'python -c "import secrets; print(secrets.token_hex(32))"' in message
+    text = value if isinstance(value, str) else value.decode("latin-1")
+    assert text.strip() not in message
+    assert repr(value) not in message
 
 
 @pytest.mark.parametrize(
@@ -140,6 +166,35 @@ def test_fleet_key_parsing() -> None:
 )
 def test_sessions_of_one_role_are_one_identity(arn: str, identity: str) -> None:
     assert normalise_identity(arn) == identity
+
+
+SESSION = "arn:aws:sts::123456789012:assumed-role/etl/alice"
+ROLE = "arn:aws:iam::123456789012:role/etl"
+
+
+@pytest.mark.parametrize(
+    ("role_arn", "share", "identity"),
+    [
+        (None, False, SESSION),  # the caller's own session: its tags may be its own
+        (None, True, ROLE),  # opted in: every session of the role carries the same tags
+        (ROLE, False, ROLE),  # rsauth assumed it: the tags are db_roles=, in the binding
+        (ROLE, True, ROLE),
+    ],
+)
+def test_the_binding_names_the_session_unless_its_tags_are_known(
+    role_arn: str | None, share: bool, identity: str
+) -> None:
+    assert binding_identity(SESSION, role_arn=role_arn, share_role_sessions=share) == identity
+    user = "arn:aws:iam::123456789012:user/alice"
+    assert binding_identity(user, role_arn=role_arn, share_role_sessions=share) == user
+
+
+def test_kms_context_names_the_role_of_a_session() -> None:
+    kms = FakeKms()
+    binding = dataclasses.replace(BINDING, identity=SESSION)
+    KmsKey("alias/rsauth").seal(binding, b"login", lambda: kms)
+    # The key policy's ${aws:PrincipalArn} of a session is its role's ARN.
+    assert kms._keys[b"wrapped-0"][1][IDENTITY_CONTEXT] == ROLE
 
 
 class FakeKms:

@@ -19,6 +19,13 @@ from rsauth import _redact
         "<SessionToken>pw-123</SessionToken></AssumeRoleResult>",
         "headers={'X-Amz-Security-Token': b'pw-123'}",
         "x-amz-security-token:pw-123\n",
+        # KMS GenerateDataKey / Decrypt bodies, and parsed responses' reprs.
+        repr(b'{"CiphertextBlob":"AQID","KeyId":"k","Plaintext":"pw-123"}'),
+        "{'Plaintext': b'pw-123\\x00\\''}",
+        "{'Plaintext': b\"pw-123'\\x00\"}",
+        "{'SecretBinary': b'pw-123', 'Name': 'n'}",
+        "<Plaintext>pw-123</Plaintext>",
+        repr(b'{"adminUserPassword":"pw-123"}'),
     ],
 )
 def test_credentials_are_masked(text: str) -> None:
@@ -36,3 +43,8 @@ def test_botocore_loggers_are_protected_on_import(caplog: pytest.LogCaptureFixtu
         logging.getLogger("botocore.parsers").debug("Response body:\n%r", b'{"dbPassword":"pw-9"}')
     assert "pw-9" not in caplog.text
     assert "dbPassword" in caplog.text
+
+
+def test_everything_after_an_escaped_quote_is_masked_too() -> None:
+    text = "{'Plaintext': b'ab\\'pw-123', 'KeyId': 'k'}"
+    assert _redact.redact(text) == "{'Plaintext': b'[secure]', 'KeyId': 'k'}"

@@ -9,6 +9,7 @@ import pytest
 
 from rsauth import ConfigurationError
 from rsauth._sessions import DB_ROLES_TAG, SessionKey, Sessions
+from tests._iam import trust
 
 ROLE = "arn:aws:iam::123456789012:role/RedshiftAdmin"
 
@@ -69,7 +70,7 @@ def test_role_session_uses_refreshable_assume_role_with_db_roles_tag(
     calls: list[str] = []
     with moto.mock_aws():
         boto3.client("iam", region_name="us-east-1").create_role(
-            RoleName="RedshiftAdmin", AssumeRolePolicyDocument="{}"
+            RoleName="RedshiftAdmin", AssumeRolePolicyDocument=trust()
         )
         sessions = Sessions(keyed_session(), on_call=calls.append)
         key = SessionKey(None, "us-east-1", ROLE, ("analyst", "etl"))

@@ -119,3 +119,46 @@ def test_malformed_secret_names_the_secret_never_the_value(text: str | None) -> 
         parse_secret(text, secret_id="app-login", version_id=None)
     assert "app-login" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"host": "db.example.com\n*"}, "host"),
+        ({"host": "db example.com"}, "host"),
+        ({"host": "dé.example.com"}, "host"),
+        ({"host": 42}, "host"),
+        ({"port": "²"}, "port"),
+        ({"port": "٥٤٣٩"}, "port"),
+        ({"port": 0}, "port"),
+        ({"port": 70000}, "port"),
+        ({"port": True}, "port"),
+        ({"port": "5439\n"}, "port"),
+        ({"dbname": "dev\nx"}, "dbname"),
+        ({"dbname": "d" * 128}, "dbname"),
+        ({"username": "ad\nmin"}, "username"),
+        ({"password": "pw\nhunter2"}, "password"),
+    ],
+)
+def test_a_secret_field_outside_the_rules_is_refused_naming_the_key_never_the_value(
+    extra: dict[str, object], key: str
+) -> None:
+    import json
+
+    data: dict[str, object] = {"username": "admin", "password": "hunter2", **extra}
+    with pytest.raises(ConfigurationError) as info:
+        parse_secret(json.dumps(data), secret_id="app-login", version_id=None)
+    message = str(info.value)
+    assert "app-login" in message
+    assert repr(key) in message
+    assert "hunter2" not in message
+    for value in extra.values():
+        assert str(value) not in message
+
+
+def test_a_secret_with_an_ip_address_and_a_port_string_is_accepted() -> None:
+    login = parse_secret(
+        '{"username": "admin", "password": "pw", "host": "10.0.0.5", "port": "5439"}',
+        secret_id="s", version_id=None,
+    )
+    assert (login.host, login.port) == ("10.0.0.5", 5439)

@@ -71,13 +71,19 @@ examples:
   rsauth credentials --workgroup analytics                 who, where, until when (masked)
   eval "$(rsauth credentials --format env)"                export PGHOST ... PGSSLROOTCERT
   psql "$(rsauth credentials --format uri)"                a percent-encoded postgresql:// URI
-  rsauth credentials --format pgpass >> ~/.pgpass          host:port:db:user:password, escaped
+  rsauth credentials --write-pgpass                        into ~/.pgpass (or $PGPASSFILE), 0600
   rsauth credentials --format json | jq .expires_at        everything, for programs
 
 table (the default) masks the password; env, json, uri and pgpass print it.
-env also sets PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else the
-Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
-otherwise defaults to a mode that does not check the server.""",
+--write-pgpass replaces this login's earlier entry and keeps the file private;
+prefer it to appending "--format pgpass" output with >>, which makes a file
+other users can read under the usual umask (and libpq then ignores it). An
+IAM login expires (--duration): run it again to replace the entry.
+
+env and uri also set PGSSLMODE=verify-full and PGSSLROOTCERT (SSL_CERT_FILE, else
+the Redshift CA bundle redshift_connector ships): libpq ignores SSL_CERT_FILE and
+otherwise defaults to a mode that does not check the server. pgpass holds no TLS
+settings: stderr names the PGSSLMODE and PGSSLROOTCERT psql needs besides.""",
     ),
     "sql": (
         "run one statement and print the rows",
@@ -188,6 +194,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         default="table",
         help="table (default, password masked), json, env, uri or pgpass",
     )
+    parsers["credentials"].add_argument(
+        "--write-pgpass",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="merge the login into libpq's password file, kept private (0600): FILE, "
+        "else $PGPASSFILE, else ~/.pgpass; prints no password",
+    )
     parsers["sql"].add_argument("statement", help="the SQL statement, or - to read it from stdin")
     parsers["sql"].add_argument(
         "--format", choices=list(ROW_FORMATS), default="table", help="table (default), csv or json"
@@ -276,7 +291,7 @@ def _guarded(run: Callable[[], int], command: str, debug: bool) -> int:
     except UsageError as exc:
         return _fail(f"{PROG} {command}: error: {exc}", EXIT_USAGE, debug)
     except (RsauthError, CommandError) as exc:
-        return _fail(f"{PROG} {command}: error: {cli_wording(str(exc))}", EXIT_FAILED, debug)
+        return _fail(f"{PROG} {command}: error: {cli_wording(exc)}", EXIT_FAILED, debug)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -8,14 +8,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from redshift_connector.error import Error as DriverError
 
 from rsauth._broker import Broker, connection_origin
-from rsauth._cli._context import CommandError, Context, ca_file
-from rsauth._cli._formats import format_credentials, format_rows, key_value_table
-from rsauth._credentials import describe_expiry, describe_remaining
+from rsauth._cli._context import CommandError, Context, UsageError, ca_file
+from rsauth._cli._formats import (
+    format_credentials,
+    format_rows,
+    key_value_table,
+    refuse_control_characters,
+)
+from rsauth._cli._pgpass import default_pgpass_path, write_pgpass
+from rsauth._credentials import Credentials, describe_expiry, describe_remaining
 from rsauth._driver import server_error
 
 __all__ = ["run_credentials", "run_psql", "run_sandbox", "run_sql", "run_whoami"]
@@ -28,14 +35,37 @@ def _say(message: str, stream: TextIO | None = None) -> None:
 
 
 def run_credentials(args: argparse.Namespace, context: Context) -> int:
+    if args.write_pgpass is not None and args.format != "table":
+        raise UsageError("--write-pgpass writes the file and prints no login; leave out --format")
     with Broker() as broker:
         credentials = broker.credentials(**context.arguments)
-    _say(format_credentials(credentials, args.format, sslrootcert=ca_file()))
-    if args.format in {"env", "uri", "pgpass"}:
+    if args.write_pgpass is not None:
+        return _write_pgpass(args.write_pgpass, credentials)
+    sslrootcert = ca_file()
+    _say(format_credentials(credentials, args.format, sslrootcert=sslrootcert))
+    if args.format != "table":
         # Machine formats keep stdout clean; the expiry goes to the terminal.
         expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
         _say(f"rsauth: {credentials.method} login for {credentials.user}, expires {expiry}",
              sys.stderr)
+    if args.format == "pgpass":
+        # A pgpass line holds no TLS settings; libpq has no default root certificate.
+        _say(f"rsauth: psql also needs PGSSLMODE=verify-full PGSSLROOTCERT={sslrootcert}",
+             sys.stderr)
+    return 0
+
+
+def _write_pgpass(file: str, credentials: Credentials) -> int:
+    path = Path(file) if file else default_pgpass_path(os.environ)
+    done = write_pgpass(path, credentials)
+    if done.was_exposed:
+        _say(f"rsauth: WARNING: {str(path)!r} was readable by other users (libpq ignored it); "
+             "it is now 0600, but the passwords it held may have been read", sys.stderr)
+    expiry = describe_expiry(credentials.expires_at, credentials.expires_in)
+    action = "replaced its entry" if done.replaced else "added an entry"
+    _say(f"rsauth: {action} in {str(path)!r} for {credentials.user} on {credentials.host}:"
+         f"{credentials.port}/{credentials.database}; {credentials.method} login, "
+         f"expires {expiry}", sys.stderr)
     return 0
 
 
@@ -84,6 +114,11 @@ def run_sql(args: argparse.Namespace, context: Context) -> int:
 
 def run_psql(args: argparse.Namespace, context: Context) -> int:
     psql = shutil.which(args.psql)
+    if psql is None and os.sep in args.psql:
+        raise CommandError(
+            f"--psql {args.psql!r} does not exist or is not executable; pass the path of the "
+            "psql program, or leave --psql out to use psql on PATH"
+        )
     if psql is None:
         raise CommandError(
             f"{args.psql!r} was not found on PATH; install the PostgreSQL client (Debian/Ubuntu: "
@@ -92,6 +127,7 @@ def run_psql(args: argparse.Namespace, context: Context) -> int:
         )
     with Broker() as broker:
         credentials = broker.credentials(**context.arguments)
+    refuse_control_characters(credentials, "psql's environment", ca_file())
     env = dict(os.environ)
     # The login goes into the child's environment only, never onto its command line.
     env.update(credentials.as_env(sslrootcert=ca_file(), environ={}))
@@ -141,4 +177,4 @@ def run_sandbox(argv: Sequence[str]) -> int:
         raise CommandError(
             f"the sandbox needs the 'sandbox' extra: pip install 'rsauth[sandbox]' ({exc})"
         ) from exc
-    return sandbox_main(list(argv))
+    return sandbox_main(list(argv), prog="rsauth sandbox")

@@ -11,20 +11,19 @@ arguments then go to the Broker.
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redshift_connector
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth._aws import map_aws_error
 from rsauth._config import Options, resolve, resolve_region
-from rsauth._errors import ConfigurationError
+from rsauth._driver import trusted_ca_file
+from rsauth._errors import ConfigurationError, RsauthError, in_cli
 from rsauth._sessions import SessionKey, Sessions
 
 if TYPE_CHECKING:
@@ -45,11 +44,6 @@ COMMON_OPTIONS: tuple[tuple[str, str], ...] = (
     ("profile", "AWS profile (default: $AWS_PROFILE, the default profile)"),
 )
 
-_KEYWORDS = re.compile(
-    r"(?<![\w-])(" + "|".join(name for name, _ in COMMON_OPTIONS) + r")="
-)
-
-
 class UsageError(Exception):
     """The command line or the RSAUTH_* environment is malformed: exit code 2."""
 
@@ -58,23 +52,32 @@ class CommandError(Exception):
     """A subcommand failed for a reason that is not an rsauth error: exit code 1."""
 
 
-def cli_wording(message: str) -> str:
-    """An rsauth message with its keyword names (``role_arn=``) as options (``--role-arn=``)."""
-    return _KEYWORDS.sub(lambda match: "--" + match.group(1).replace("_", "-") + "=", message)
+def cli_wording(error: str | BaseException) -> str:
+    """An error's message in the command's words: rsauth's keywords (``role_arn=``) as the
+    command's flags (``--role-arn``), advice only Python callers can follow left out."""
+    if isinstance(error, RsauthError):
+        return error.in_cli(_flags())
+    return in_cli(str(error), _flags())
 
 
-def ca_file(environ: Mapping[str, str] | None = None) -> str | None:
-    """The CA file libpq clients should verify the endpoint with.
+@functools.cache
+def _flags() -> frozenset[str]:
+    """Every option of the ``rsauth`` command and its subcommands."""
+    from rsauth._cli import build_parser  # the parser module imports this one
 
-    ``SSL_CERT_FILE`` when set (what redshift_connector honours too), otherwise
-    the Redshift CA bundle that redshift_connector ships (the Amazon roots), so
-    ``psql`` with ``sslmode=verify-full`` works against Redshift out of the box.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("SSL_CERT_FILE"):
-        return env["SSL_CERT_FILE"]
-    bundle = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
-    return str(bundle) if bundle.is_file() else None
+    parser, parsers = build_parser()
+    return frozenset(
+        option
+        for each in (parser, *parsers.values())
+        # argparse keeps its options in _actions; it has no public accessor.
+        for action in each._actions
+        for option in action.option_strings
+    )
+
+
+def ca_file(environ: Mapping[str, str] | None = None) -> str:
+    """The CA file libpq clients should verify the endpoint with (``trusted_ca_file``)."""
+    return trusted_ca_file(environ)
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Context:
         try:
             self.options: Options = resolve(self.arguments, self.environ)
         except ConfigurationError as exc:
-            raise UsageError(cli_wording(str(exc))) from exc
+            raise UsageError(cli_wording(exc)) from exc
 
     # -- AWS, for whoami and doctor (the Broker keeps its own) ----------------------------
 

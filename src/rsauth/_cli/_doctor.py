@@ -22,18 +22,17 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import redshift_connector
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth._aws import map_aws_error
 from rsauth._broker import DEFAULT_DATABASE, Broker, connection_origin
 from rsauth._cli._context import Context, cli_wording
 from rsauth._credentials import describe_remaining
-from rsauth._endpoint import DEFAULT_PORT
-from rsauth._errors import NotFoundError, RsauthError
+from rsauth._driver import DRIVER_CA_BUNDLE
+from rsauth._endpoint import DEFAULT_PORT, find_custom_domain
+from rsauth._errors import ConfigurationError, NotFoundError, RsauthError, ServiceError
 from rsauth._sources import AwsContext
 from rsauth._sources.iam import IamSource
 from rsauth._sources.secret import SecretSource, admin_secret_arn
@@ -145,7 +144,7 @@ class Doctor:
         except RsauthError as exc:
             self._broken.add(name)
             status = FAIL if required else WARN
-            return Result(name, status, _one_line(cli_wording(str(exc))), "", required)
+            return Result(name, status, _one_line(cli_wording(exc)), "", required)
         return Result(name, OK, passed.detail, required=required)
 
     # -- AWS side -------------------------------------------------------------------------
@@ -175,16 +174,22 @@ class Doctor:
     def _check_identity(self) -> _Passed:
         try:
             identity = self.context.caller_identity()
+        except ServiceError as exc:
+            raise _Failed(
+                cli_wording(exc),
+                "could not reach AWS STS: check the network path and any proxy, and "
+                "AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL if set",
+            ) from exc
         except RsauthError as exc:
             role = self.options.role_arn
             hint = (
                 f"the caller could not assume {role}: the role's trust policy must allow "
                 "sts:AssumeRole (and sts:TagSession) for the caller"
-                if role
+                if role and not isinstance(exc, ConfigurationError)
                 else "AWS did not accept these credentials: check that the access key is "
                 "active and not expired (aws sso login, refresh the session), or pass --profile"
             )
-            raise _Failed(str(exc), hint) from exc
+            raise _Failed(cli_wording(exc), hint) from exc
         self._arn = identity["Arn"]
         return _Passed(self._arn)
 
@@ -199,8 +204,7 @@ class Doctor:
         options = self.options
         if not options.workgroup:
             if options.custom_domain:
-                self._address = (options.custom_domain, DEFAULT_PORT)
-                return _Passed(f"custom domain {options.custom_domain} (no workgroup to look up)")
+                return self._check_custom_domain(options.custom_domain, options.port)
             return _Passed("none given: the endpoint comes from the secret")
         name = options.workgroup
         client = self._client()
@@ -232,6 +236,17 @@ class Doctor:
             int(endpoint.get("port") or workgroup.get("port") or DEFAULT_PORT),
         )
         return _Passed(f"{name} is AVAILABLE (namespace {self._namespace})")
+
+    def _check_custom_domain(self, domain: str, port: int | None) -> _Passed:
+        if port:
+            self._address = (domain, port)
+            return _Passed(f"custom domain {domain}, port {port} as given")
+        try:
+            found = find_custom_domain(self._client(), domain, self._aws())
+        except RsauthError as exc:
+            raise _Failed(str(exc), "check --custom-domain and --region") from exc
+        self._address = (domain, found.port)
+        return _Passed(f"custom domain {domain}: workgroup {found.name}, port {found.port}")
 
     def _known_workgroups(self, client: RedshiftServerlessClient) -> str:
         try:
@@ -367,9 +382,8 @@ class Doctor:
         # What redshift_connector trusts: the default store (SSL_CERT_FILE) plus its
         # bundled Redshift CAs.
         context = ssl.create_default_context()
-        bundle = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
-        if bundle.is_file():
-            context.load_verify_locations(str(bundle))
+        if DRIVER_CA_BUNDLE.is_file():
+            context.load_verify_locations(str(DRIVER_CA_BUNDLE))
         sock, self._socket = self._socket, None
         try:
             tls = context.wrap_socket(sock, server_hostname=host)

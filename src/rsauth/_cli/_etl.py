@@ -84,7 +84,7 @@ def _checked(build: Any) -> str:
     try:
         sql: str = build()
     except ConfigurationError as exc:
-        raise UsageError(cli_wording(str(exc))) from exc
+        raise UsageError(cli_wording(exc)) from exc
     return sql
 
 

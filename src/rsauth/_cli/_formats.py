@@ -3,7 +3,9 @@
 Every function here is pure (text in, text out). Each credential format
 escapes what its consumer needs: shell quoting for ``env``, percent-encoding
 for ``uri``, ``\\:`` and ``\\\\`` for ``pgpass``. Only ``table`` is for people,
-and it is the only one that masks the password.
+and it is the only one that masks the password. The machine formats refuse a
+value holding a control character: a newline in a pgpass field would start a
+second entry, and no consumer of the others expects one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from rsauth._cli._context import CommandError
+from rsauth._config import CONTROL_CHARACTERS
 from rsauth._credentials import Credentials, describe_expiry
+from rsauth._driver import trusted_ca_file
 
 __all__ = [
     "CREDENTIAL_FORMATS",
@@ -27,6 +32,8 @@ __all__ = [
     "format_credentials",
     "format_rows",
     "key_value_table",
+    "pgpass_line",
+    "refuse_control_characters",
 ]
 
 MASK = "[secure]"
@@ -74,9 +81,7 @@ def _credentials_env(credentials: Credentials, sslrootcert: str | None) -> str:
 def _credentials_uri(credentials: Credentials, sslrootcert: str | None) -> str:
     userinfo = f"{quote(credentials.user, safe='')}:{quote(credentials.password, safe='')}"
     host = f"[{credentials.host}]" if ":" in credentials.host else credentials.host
-    query = {"sslmode": "verify-full"}
-    if sslrootcert:
-        query["sslrootcert"] = sslrootcert
+    query = {"sslmode": "verify-full", "sslrootcert": sslrootcert or trusted_ca_file()}
     return (
         f"postgresql://{userinfo}@{host}:{credentials.port}/"
         f"{quote(credentials.database, safe='')}?{urlencode(query, quote_via=quote)}"
@@ -87,7 +92,8 @@ def _pgpass_field(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _credentials_pgpass(credentials: Credentials, sslrootcert: str | None) -> str:
+def pgpass_line(credentials: Credentials) -> str:
+    """``host:port:database:user:password``, each field escaped as libpq reads it."""
     fields = (
         credentials.host,
         str(credentials.port),
@@ -96,6 +102,30 @@ def _credentials_pgpass(credentials: Credentials, sslrootcert: str | None) -> st
         credentials.password,
     )
     return ":".join(_pgpass_field(field) for field in fields)
+
+
+def _credentials_pgpass(credentials: Credentials, sslrootcert: str | None) -> str:
+    return pgpass_line(credentials)
+
+
+def refuse_control_characters(
+    credentials: Credentials, fmt: str, sslrootcert: str | None = None
+) -> None:
+    """Raise, naming the field (never its value), if one holds a control character."""
+    values = {
+        "user": credentials.user,
+        "password": credentials.password,
+        "host": credentials.host,
+        "database": credentials.database,
+        "sslrootcert": sslrootcert or "",
+    }
+    for name, value in values.items():
+        if CONTROL_CHARACTERS.search(value):
+            raise CommandError(
+                f"the login's {name} holds a control character (newline, NUL or another "
+                f"character below U+0020 or from U+007F to U+009F), which cannot go into "
+                f"{fmt} output; fix the {name} where it comes from (for a secret, its JSON)"
+            )
 
 
 CREDENTIAL_FORMATS: dict[str, Callable[[Credentials, str | None], str]] = {
@@ -109,6 +139,8 @@ CREDENTIAL_FORMATS: dict[str, Callable[[Credentials, str | None], str]] = {
 
 def format_credentials(credentials: Credentials, fmt: str, *, sslrootcert: str | None) -> str:
     """``credentials`` in format ``fmt`` (a key of :data:`CREDENTIAL_FORMATS`)."""
+    if fmt in {"env", "uri", "pgpass"}:
+        refuse_control_characters(credentials, fmt, sslrootcert)
     return CREDENTIAL_FORMATS[fmt](credentials, sslrootcert)
 
 

@@ -12,9 +12,10 @@ Envelope, version 1::
     | 0x01 | mode | n (u16) | wrapped key (n) | nonce (12) | ciphertext + tag (16) |
 
 ``mode`` is ``F`` (one fleet key, ``n`` = 0) or ``K`` (a KMS data key, wrapped
-by KMS under the encryption context ``{"rsauth:identity": <identity>,
-"rsauth:purpose": "shared-cache"}``; a KMS key policy can require the context's
-identity to be the caller's own ``aws:PrincipalArn``).
+by KMS under the encryption context ``{"rsauth:identity": <principal>,
+"rsauth:purpose": "shared-cache"}``, the principal being the identity's role for
+an assumed-role session; a KMS key policy can require it to be the caller's own
+``aws:PrincipalArn``).
 
 Store keys are digests of the binding: HMAC-SHA-256 under a key derived from
 the fleet key (fleet mode), SHA-256 (KMS mode). They hold no secret and no
@@ -50,6 +51,7 @@ __all__ = [
     "FleetKey",
     "KmsKey",
     "Sealer",
+    "binding_identity",
     "derive",
     "encryption_context",
     "normalise_identity",
@@ -62,7 +64,12 @@ _PURPOSE = ("rsauth:purpose", "shared-cache")
 _NONCE = 12
 _TAG = 16
 _HEADER = struct.Struct(">BcH")
-MIN_FLEET_KEY_BYTES = 32
+FLEET_KEY_BYTES = 32
+# 32 random bytes take about 30 distinct values; fewer than 16 means a pattern, not a key.
+MIN_DISTINCT_BYTES = 16
+_MAKE_A_KEY = (
+    'make one with `python -c "import secrets; print(secrets.token_hex(32))"`'
+)
 
 _ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([^/]+)/.+$")
 
@@ -72,14 +79,28 @@ class EntryRejected(Exception):
 
 
 def normalise_identity(arn: str) -> str:
-    """The identity a login belongs to: an assumed-role session's ARN becomes its role's
-    (``arn:aws:iam::<account>:role/<name>``), since every session of a role gets the same
-    ``IAMR:<name>`` login; any other ARN is kept as it is."""
+    """An assumed-role session's ARN as its role's (``arn:aws:iam::<account>:role/<name>``,
+    what IAM's ``aws:PrincipalArn`` says for a session); any other ARN as it is."""
     match = _ASSUMED_ROLE.match(arn)
     if match is None:
         return arn
     partition, account, role = match.groups()
     return f"arn:{partition}:iam::{account}:role/{role}"
+
+
+def binding_identity(arn: str, *, role_arn: str | None, share_role_sessions: bool) -> str:
+    """Whose entry a login is: the caller's session ARN, or its role's when every session
+    of the role is known to carry the same database roles.
+
+    Every session of a role logs in as the same ``IAMR:<role>`` user, but each session
+    may carry its own ``RedshiftDbRoles`` tag, i.e. other database roles. A session
+    rsauth assumed itself (``role_arn=``) carries exactly ``db_roles=``, which the
+    binding holds; other sessions are shared only when ``share_role_sessions`` says
+    their tags are identical (an instance or task role).
+    """
+    if role_arn is not None or share_role_sessions:
+        return normalise_identity(arn)
+    return arn
 
 
 @dataclass(frozen=True)
@@ -120,30 +141,37 @@ def derive(key: bytes, purpose: str) -> bytes:
 
 
 def parse_fleet_key(value: bytes | str, *, source: str) -> bytes:
-    """Fleet key bytes: raw bytes, or a string in base64 (standard or URL-safe) or hex."""
+    """The 32 bytes of a fleet key given as raw bytes, 64 hex digits or base64 (standard or
+    URL-safe, padding optional). Refused, without repeating it: any other length, and keys
+    whose bytes take fewer than ``MIN_DISTINCT_BYTES`` values (zeros, repeated patterns)."""
     if isinstance(value, str):
         text = value.strip()
-        raw: bytes | None = None
-        if re.fullmatch(r"[0-9a-fA-F]+", text) and len(text) % 2 == 0:
-            raw = bytes.fromhex(text)
+        if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+            value = bytes.fromhex(text)
         else:
             try:
-                raw = base64.b64decode(
+                value = base64.b64decode(
                     text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4),
                     validate=True,
                 )
             except (binascii.Error, ValueError):
-                raw = None
-        if raw is None:
-            raise ConfigurationError(
-                f"{source} is neither base64 nor hex; generate 32 random bytes with "
-                "`openssl rand -base64 32`"
-            )
-        value = raw
-    if len(value) < MIN_FLEET_KEY_BYTES:
+                raise ConfigurationError(
+                    f"{source} is neither 64 hex digits nor base64; {_MAKE_A_KEY}"
+                ) from None
+            if len(value) != FLEET_KEY_BYTES:
+                raise ConfigurationError(
+                    f"{source} decodes to {len(value)} bytes; a fleet key is exactly "
+                    f"{FLEET_KEY_BYTES} bytes (64 hex digits or base64); {_MAKE_A_KEY}"
+                )
+    if len(value) != FLEET_KEY_BYTES:
         raise ConfigurationError(
-            f"{source} has {len(value)} bytes; a fleet key needs at least "
-            f"{MIN_FLEET_KEY_BYTES} random bytes"
+            f"{source} has {len(value)} bytes; a fleet key is exactly {FLEET_KEY_BYTES} "
+            f"random bytes (or 64 hex digits, or base64 of 32 bytes); {_MAKE_A_KEY}"
+        )
+    if len(set(value)) < MIN_DISTINCT_BYTES:
+        raise ConfigurationError(
+            f"{source} is not random: its bytes take fewer than {MIN_DISTINCT_BYTES} distinct "
+            f"values; {_MAKE_A_KEY}"
         )
     return bytes(value)
 
@@ -254,40 +282,42 @@ class KmsKey(Sealer):
 
     def _data_key(self, binding: Binding, kms: Callable[[], Any]) -> tuple[bytes, bytes]:
         now = time.monotonic()
+        principal = normalise_identity(binding.identity)
         with self._lock:
-            cached = self._sealing.get(binding.identity)
+            cached = self._sealing.get(principal)
         if cached is not None and now - cached[0] < self._data_key_seconds:
             return cached[1], cached[2]
         response = kms().generate_data_key(
             KeyId=self.key_id,
             KeySpec="AES_256",
-            EncryptionContext=encryption_context(binding.identity),
+            EncryptionContext=encryption_context(principal),
         )
         key, wrapped = bytes(response["Plaintext"]), bytes(response["CiphertextBlob"])
         with self._lock:
-            self._sealing[binding.identity] = (now, key, wrapped)
-            self._remember(binding.identity, wrapped, key)
+            self._sealing[principal] = (now, key, wrapped)
+            self._remember(principal, wrapped, key)
         return key, wrapped
 
     def _unwrap(self, binding: Binding, wrapped: bytes, kms: Callable[[], Any]) -> bytes:
         if not wrapped:
             raise EntryRejected("no wrapped data key")
+        principal = normalise_identity(binding.identity)
         with self._lock:
-            key = self._opened.get((binding.identity, wrapped))
+            key = self._opened.get((principal, wrapped))
         if key is not None:
             return key
         try:
             response = kms().decrypt(
                 CiphertextBlob=wrapped,
                 KeyId=self.key_id,
-                EncryptionContext=encryption_context(binding.identity),
+                EncryptionContext=encryption_context(principal),
             )
         except Exception as exc:
             # Denied (another identity's key), or a wrapped key that is not one: unusable.
             raise EntryRejected(f"KMS did not unwrap its data key ({type(exc).__name__})") from None
         key = bytes(response["Plaintext"])
         with self._lock:
-            self._remember(binding.identity, wrapped, key)
+            self._remember(principal, wrapped, key)
         return key
 
     def _remember(self, identity: str, wrapped: bytes, key: bytes) -> None:

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rsauth._cache import MANDATORY_MAX_SECONDS, Lease
+from rsauth._config import _bool
 from rsauth._errors import ConfigurationError
 from rsauth._fleet._crypto import (
     Binding,
@@ -43,7 +44,7 @@ from rsauth._fleet._crypto import (
     FleetKey,
     KmsKey,
     Sealer,
-    normalise_identity,
+    binding_identity,
     parse_fleet_key,
 )
 from rsauth._fleet._store import Store, StoreUnavailable, redact_url
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_ENV",
     "KMS_KEY_ENV",
+    "SHARE_ROLE_SESSIONS_ENV",
     "URL_ENV",
     "RedisCache",
     "SharedRequest",
@@ -68,6 +70,7 @@ logger = logging.getLogger("rsauth")
 URL_ENV = "RSAUTH_SHARED_CACHE_URL"
 KEY_ENV = "RSAUTH_SHARED_CACHE_KEY"
 KMS_KEY_ENV = "RSAUTH_SHARED_CACHE_KMS_KEY"
+SHARE_ROLE_SESSIONS_ENV = "RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS"
 
 # A secret's entry this close to its refresh point is left to the next reader.
 _SECRET_MIN_LEFT = 0.5
@@ -85,6 +88,7 @@ class SharedRequest:
     caller_arn: Callable[[], str]
     kms: Callable[[], Any]
     clock: Callable[[], datetime]
+    key: Any = None  # the broker's cache key, matched by invalidate()
 
 
 def request_for(
@@ -127,6 +131,7 @@ def request_for(
         caller_arn=caller_arn,
         kms=lambda: sessions.kms(session_key),
         clock=clock,
+        key=key,
     )
 
 
@@ -146,7 +151,7 @@ class RedisCache:
     and password as the URL says (default: ``RSAUTH_SHARED_CACHE_URL``).
     Exactly one key mode: ``kms_key_id`` (default ``RSAUTH_SHARED_CACHE_KMS_KEY``)
     seals each identity's entries with KMS data keys whose encryption context
-    names the identity; ``fleet_key`` (32+ random bytes, or a base64/hex string;
+    names the identity; ``fleet_key`` (32 random bytes, 64 hex digits or base64;
     default ``RSAUTH_SHARED_CACHE_KEY``) seals every entry with one key, making
     the fleet one trust domain. ``timeout``: socket timeouts in seconds.
     ``lease_seconds``: how long a fetching worker holds the lease;
@@ -154,6 +159,14 @@ class RedisCache:
     themselves. ``jitter`` spreads each worker's refresh over the advisory
     window (0 to 1). ``prefix`` begins every key. Pass it as
     ``rsauth.Broker(shared_cache=...)``; one instance may serve several Brokers.
+
+    Logins are shared per caller: an assumed-role session shares only with itself,
+    since each session may carry its own ``RedshiftDbRoles`` tag. Roles rsauth
+    assumes (``role_arn=``) are shared by every worker, their tags being the bound
+    ``db_roles=``. ``share_role_sessions=True`` (default
+    ``RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS``) shares one login among all sessions
+    of a role: only for fleets whose sessions all carry the same tags, such as an
+    instance profile or a task role.
     """
 
     def __init__(
@@ -168,6 +181,7 @@ class RedisCache:
         wait_seconds: float = 10.0,
         jitter: float = 0.5,
         retry_after: float = 5.0,
+        share_role_sessions: bool | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         env = environ if environ is not None else os.environ
@@ -191,7 +205,8 @@ class RedisCache:
             raise ConfigurationError(
                 "the shared cache seals every entry and needs a key: kms_key_id= / "
                 f"{KMS_KEY_ENV} (a KMS key; per-identity protection) or fleet_key= / "
-                f"{KEY_ENV} (32+ random bytes, base64; the fleet is one trust domain)"
+                f"{KEY_ENV} (32 random bytes as 64 hex digits or base64; the fleet is one "
+                "trust domain)"
             )
         if not 0.0 <= jitter <= 1.0:
             raise ConfigurationError(f"jitter={jitter!r}: accepted values are 0 to 1")
@@ -205,6 +220,11 @@ class RedisCache:
             else FleetKey(parse_fleet_key(fleet_key or b"", source="the fleet key"))
         )
         self._store = Store(url, timeout=timeout, retry_after=retry_after)
+        if share_role_sessions is None:
+            share_role_sessions = _bool(
+                SHARE_ROLE_SESSIONS_ENV, env.get(SHARE_ROLE_SESSIONS_ENV) or "false"
+            )
+        self.share_role_sessions = _bool("share_role_sessions", share_role_sessions)
         self.prefix = prefix
         self.jitter = jitter
         self.lease_seconds = lease_seconds
@@ -219,6 +239,8 @@ class RedisCache:
         self._seen: weakref.WeakKeyDictionary[Login, _Seen] = weakref.WeakKeyDictionary()
         self._rejected: OrderedDict[str, None] = OrderedDict()
         self._reject_warned: dict[str, float] = {}
+        # Entry keys this process published or used, and the broker's key of each.
+        self._entries: OrderedDict[str, Any] = OrderedDict()
 
     def _after_fork(self) -> None:
         self._start()
@@ -270,19 +292,49 @@ class RedisCache:
             with contextlib.suppress(StoreUnavailable):
                 self._store.delete_if(seen.entry_key, seen.blob)
 
+    def invalidate(self, matches: Callable[[Any], bool] | None = None) -> int:
+        """Delete the store's entries of the logins this process published or used whose
+        broker key ``matches`` (all of them without it); other workers then fetch afresh.
+        Returns how many were deleted."""
+        with self._lock:
+            chosen = [
+                entry_key
+                for entry_key, key in self._entries.items()
+                if matches is None or (key is not None and matches(key))
+            ]
+            for entry_key in chosen:
+                del self._entries[entry_key]
+        deleted = 0
+        if chosen and self._store.available():
+            with contextlib.suppress(StoreUnavailable):
+                deleted = self._store.delete(*chosen)
+        logger.debug("shared cache: invalidated %d entries", deleted)
+        return deleted
+
     # -- steps ------------------------------------------------------------
+
+    def _track(self, entry_key: str, key: Any) -> None:
+        with self._lock:
+            self._entries[entry_key] = key
+            self._entries.move_to_end(entry_key)
+            while len(self._entries) > 1024:
+                self._entries.popitem(last=False)
 
     def _identity(self, request: SharedRequest) -> str:
         access_key = request.access_key()
         with self._lock:
             arn = self._arns.get(access_key)
         if arn is None:
-            arn = normalise_identity(request.caller_arn())
+            arn = request.caller_arn()
             with self._lock:
                 if len(self._arns) > 256:
                     self._arns.clear()
                 self._arns[access_key] = arn
-        return arn
+        return binding_identity(
+            arn,
+            role_arn=request.binding.role_arn,
+            share_role_sessions=self.share_role_sessions,
+        )
 
     def _through_store(
         self,
@@ -342,6 +394,11 @@ class RedisCache:
             milliseconds = 0
         blob: bytes | None = None
         if milliseconds > 0:
+            # The absolute expiry, sealed: a store's fresh TTL cannot revive the entry.
+            if login.expires_at is not None:
+                not_after = login.expires_at.timestamp()
+            else:
+                not_after = request.clock().timestamp() + milliseconds / 1000
             payload = {
                 "user": login.user,
                 "password": login.password,
@@ -351,11 +408,13 @@ class RedisCache:
                 "port": login.port,
                 "database": login.database,
                 "span": lease.lifetime,
+                "not_after": not_after,
                 "generation": generation,
             }
             try:
                 blob = self._sealer.seal(binding, json.dumps(payload).encode(), request.kms)
                 self._store.write(entry_key, blob, milliseconds)
+                self._track(entry_key, request.key)
                 logger.debug("shared cache: published %s", request.describe)
             except StoreUnavailable:
                 blob = None
@@ -379,7 +438,7 @@ class RedisCache:
         blob, milliseconds = stored
         try:
             payload = json.loads(self._sealer.open(binding, blob, request.kms))
-            login, span, generation = self._login_of(payload, binding)
+            login, span, not_after, generation = self._login_of(payload, binding)
         except (EntryRejected, ValueError, KeyError, TypeError) as exc:
             self._warn_once(
                 entry_key,
@@ -389,14 +448,19 @@ class RedisCache:
                 exc if isinstance(exc, EntryRejected) else "malformed",
             )
             return None
-        left = milliseconds / 1000
+        sealed_left = not_after - request.clock().timestamp()
+        if sealed_left <= 0:
+            logger.debug("shared cache: the entry for %s is past its sealed expiry",
+                         request.describe)
+            return None
+        left = min(milliseconds / 1000, sealed_left)
         with self._lock:
             refused = generation in self._rejected
             held = self._seen.get(request.holding) if request.holding is not None else None
         if refused or (held is not None and held.generation == generation):
             return None  # Not newer than what this worker has.
         if span is not None:
-            if left > span + 1 or left <= min(MANDATORY_MAX_SECONDS, span / 4):
+            if milliseconds / 1000 > span + 1 or left <= min(MANDATORY_MAX_SECONDS, span / 4):
                 return None
             login = replace(login, expires_at=request.clock() + timedelta(seconds=left))
             lease: Lease[Login] = Lease(login, lifetime=left, span=span)
@@ -405,10 +469,11 @@ class RedisCache:
                 return None
             lease = Lease(login, refresh_after=left)
         logger.debug("shared cache: %s from the store", request.describe)
+        self._track(entry_key, request.key)
         return self._remember(lease, _Seen(entry_key, generation, blob))
 
     @staticmethod
-    def _login_of(payload: Any, binding: Binding) -> tuple[Login, float | None, str]:
+    def _login_of(payload: Any, binding: Binding) -> tuple[Login, float | None, float, str]:
         if not isinstance(payload, dict) or payload.get("method") != binding.method:
             raise ValueError("not an entry of this binding")
         span = payload["span"]
@@ -421,7 +486,8 @@ class RedisCache:
             port=payload.get("port"),
             database=payload.get("database"),
         )
-        return login, None if span is None else float(span), str(payload["generation"])
+        span_seconds = None if span is None else float(span)
+        return login, span_seconds, float(payload["not_after"]), str(payload["generation"])
 
     def _remember(self, lease: Lease[Login], seen: _Seen) -> Lease[Login]:
         with self._lock:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from rsauth._errors import ConfigurationError
 
@@ -41,24 +42,40 @@ class StoreUnavailable(Exception):
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password (an ACL user's or ``AUTH``'s) masked, for logs and reprs."""
+    """``url`` with its passwords masked, for logs and reprs: the userinfo's (an ACL user's
+    or ``AUTH``'s) and any ``password`` in the query string (redis-py reads it there too)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    base, mark, query = url.partition("?")
+    return base + mark + _QUERY_PASSWORD.sub(r"\1***", query)
+
+
+# name=value pairs of the query whose name holds "password" (password=, ssl_password=).
+_QUERY_PASSWORD = re.compile(r"((?:^|[&;])[^&;=]*password[^&;=]*=)[^&;]*", re.IGNORECASE)
+# TLS settings a rediss:// URL may not turn off (redis-py reads them from the query).
+_TLS_KEPT = {"ssl_cert_reqs": ("required",), "ssl_check_hostname": ("true", "1", "yes", "y")}
 
 
 def check_url(url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
         raise ConfigurationError(
-            f"shared cache url {redact_url(url)!r}: scheme {scheme!r} is not one of "
+            f"shared cache url {redact_url(url)!r}: scheme {parts.scheme!r} is not one of "
             f"{', '.join(s + '://' for s in SCHEMES)} (Redis and Valkey both speak these)"
         )
+    for name, value in parse_qsl(parts.query):
+        accepted = _TLS_KEPT.get(name.lower())
+        if accepted is not None and value.strip().lower() not in accepted:
+            raise ConfigurationError(
+                f"shared cache url {redact_url(url)!r}: {name}={value!r} would stop checking "
+                "the server's certificate or host name; rsauth always checks both over "
+                "rediss:// (give ssl_ca_certs= in the URL for a private CA)"
+            )
     return url
 
 
@@ -134,8 +151,13 @@ class Store:
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
 
+                tls: dict[str, Any] = {}
+                if urlsplit(self.url).scheme == "rediss":
+                    # Whatever redis-py's defaults: verify the certificate and the host name.
+                    tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
                 self._client = redis.Redis.from_url(
                     self.url,
+                    **tls,
                     socket_timeout=self._timeout,
                     socket_connect_timeout=self._timeout,
                     # One attempt: falling back to AWS is the retry.
@@ -187,6 +209,10 @@ class Store:
             return self._release(keys=[key], args=[value], client=client)
 
         return bool(self._run(delete))
+
+    def delete(self, *keys: str) -> int:
+        """Delete ``keys``, one ``DEL`` each (cluster mode: keys may live on different slots)."""
+        return sum(int(self._run(lambda client, key=key: client.delete(key))) for key in keys)
 
     def holder(self, key: str) -> str | None:
         value = self._run(lambda client: client.get(key))

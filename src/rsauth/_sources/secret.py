@@ -11,10 +11,12 @@ the version the database already holds in the middle of a rotation.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rsauth import _config
 from rsauth._aws import error_code, map_aws_error
 from rsauth._cache import Lease
 from rsauth._endpoint import get_namespace
@@ -101,16 +103,56 @@ def parse_secret(text: str | None, *, secret_id: str, version_id: str | None) ->
             f"secret {secret_id!r} needs string fields 'username' and 'password'; "
             f"it has: {', '.join(sorted(map(str, data))) or 'no fields'}"
         )
-    port = data.get("port")
     return Login(
-        user=user,
-        password=password,
+        user=_checked(secret_id, "username", user),
+        password=_checked(secret_id, "password", password),
         method=SecretSource.METHOD,
         version_id=version_id,
-        host=data.get("host") if isinstance(data.get("host"), str) else None,
-        port=int(port) if isinstance(port, int | str) and str(port).isdigit() else None,
-        database=data.get("dbname") if isinstance(data.get("dbname"), str) else None,
+        host=_checked(secret_id, "host", data.get("host")),
+        port=_port(secret_id, data.get("port")),
+        database=_checked(secret_id, "dbname", data.get("dbname")),
     )
+
+
+# What each key of a secret must be, checked like the same setting given directly (a
+# secret is made by hand, and its values end up in a pgpass line, a URI or psql's
+# environment); the message names the key, never its value.
+_RULES: dict[str, tuple[Callable[[str, object], object], str]] = {
+    "username": (_config.SETTINGS_BY_NAME["user"].parse,
+                 "a Redshift user name (1 to 127 bytes of printable characters)"),
+    "password": (_config.SETTINGS_BY_NAME["password"].parse,
+                 "a password without control characters"),
+    "host": (_config.check_host,
+             "a DNS name (ASCII letters, digits, hyphens and dots) or an IP address"),
+    "dbname": (_config.SETTINGS_BY_NAME["database"].parse,
+               "a Redshift database name (1 to 127 bytes of printable characters)"),
+}
+
+
+def _checked(secret_id: str, key: str, value: object) -> Any:
+    if value is None or (value == "" and key in {"host", "dbname"}):
+        return None
+    check, what = _RULES[key]
+    try:
+        return check(key, value)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"secret {secret_id!r}: its {key!r} is not {what}; fix the secret's JSON"
+        ) from None
+
+
+def _port(secret_id: str, raw: object) -> int | None:
+    if raw is None:
+        return None
+    port = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        port = int(raw)
+    if port is None or not 1 <= port <= 65535:
+        raise ConfigurationError(
+            f"secret {secret_id!r}: its 'port' is not a TCP port (a whole number from 1 "
+            "to 65535, or a string of its digits); fix the secret's JSON"
+        )
+    return port
 
 
 def admin_secret_arn(

@@ -40,13 +40,13 @@ class Logins:
         """A fresh login after ``refused`` was refused by the database."""
         broker = self._broker
         call = broker._resolve_call(self._arguments(database))
-        cached = broker._login(call)
+        cached = broker._logins.login(call)
         same = cached.user == refused.user and hmac.compare_digest(
             cached.password, refused.password
         )
         login = cached if same else Login(refused.user, refused.password, refused.method)
-        fresh = broker._recover(call, login)
-        credentials = broker._assemble(call, fresh)
+        fresh = broker._logins._recover(call, login)
+        credentials = broker._connections.credentials(call, fresh)
         if fresh.method == "secret":
             with self._lock:
                 self._recovered[id(credentials)] = (call, fresh)
@@ -54,7 +54,8 @@ class Logins:
 
     def accepted(self, credentials: Credentials) -> None:
         """The database accepted ``credentials``; a recovered secret login (AWSPENDING
-        during a rotation) is the one to use until the next refresh."""
+        during a rotation) is the one to use until the next refresh, as after a
+        recovered ``connect()``."""
         with self._lock:
             entry = self._recovered.pop(id(credentials), None)
         if entry is None:
@@ -62,7 +63,7 @@ class Logins:
         call, login = entry
         broker = self._broker
         key = call.aws.key._replace(method=login.method)
-        broker._logins.put(key, Lease(login, refresh_after=broker._secret_refresh))
+        broker._logins._cache.put(key, Lease(login, refresh_after=broker._secret_refresh))
 
     def rejected(self, credentials: Credentials) -> None:
         with self._lock:

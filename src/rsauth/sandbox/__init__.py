@@ -35,10 +35,18 @@ class Sandbox:
     ``start()``/``stop()`` or ``with Sandbox() as sb``. Everything it starts
     stops with it: on ``stop()``, on an exception, on Ctrl-C, and when this
     process dies (the child watches its stdin).
+
+    Every AWS call is authenticated by its SigV4 signature, and IAM policies
+    (identity-based and roles' trust policies) decide the calls listed in
+    docs/sandbox.md; ``enforce_iam=False`` turns policy evaluation off
+    (signatures are still verified).
     """
 
-    def __init__(self, *, seed: int | None = None, startup_timeout: float = 120.0) -> None:
+    def __init__(
+        self, *, seed: int | None = None, startup_timeout: float = 120.0, enforce_iam: bool = True
+    ) -> None:
         self.seed = seed
+        self.enforce_iam = enforce_iam
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[str] | None = None
         self._facts: dict[str, Any] = {}
@@ -53,6 +61,8 @@ class Sandbox:
         args = [sys.executable, "-m", "rsauth.sandbox", "--child"]
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
+        if not self.enforce_iam:
+            args.append("--no-enforce-iam")
         self._process = subprocess.Popen(
             args,
             stdin=subprocess.PIPE,
@@ -149,6 +159,7 @@ class Sandbox:
 
     @property
     def admin_url(self) -> str:
+        """The admin API's base URL, its secret token included: keep it private."""
         return str(self._fact("admin_url"))
 
     @property
@@ -267,8 +278,21 @@ class Sandbox:
         self._call("front_fault", kind=kind, count=count, fraction=fraction, seconds=seconds,
                    stage=stage, seed=seed)
 
+    def set_idle_resume(self, seconds: float, *, idle_after: float = 60.0) -> None:
+        """Make the workgroup sleep after ``idle_after`` seconds with no open connection.
+
+        A sleeping workgroup accepts its next connection at once but answers its
+        SSL request only after ``seconds``, as Serverless does while it resumes
+        compute; connections arriving meanwhile wait too, none is refused.
+        ``seconds=0`` turns it off (and ends a resume under way); ``idle_after=0``
+        puts an idle workgroup to sleep now. ``front_stats()["idle"]`` shows the
+        state (``off``, ``awake``, ``asleep``, ``resuming``) and the connections
+        held. :meth:`reset` turns it off.
+        """
+        self._call("set_idle_resume", seconds=seconds, idle_after=idle_after)
+
     def front_stats(self) -> dict[str, Any]:
-        """Connections accepted, logins made and refused, faults injected."""
+        """Connections accepted, logins made and refused, faults injected, idle state."""
         result: dict[str, Any] = self._call("front_stats")
         return result
 
@@ -282,6 +306,13 @@ class Sandbox:
     def set_credential_lifetime(self, seconds: float | None) -> None:
         """Issue passwords living ``seconds`` (sandbox only; Redshift's minimum is 900 s)."""
         self._call("set_credential_lifetime", seconds=seconds)
+
+    def set_aws_clock_offset(self, seconds: float) -> None:
+        """Run the AWS endpoint's clock ``seconds`` ahead of this machine's (negative: behind).
+
+        For tests of clock skew and of expired temporary credentials; ``reset()`` sets it to 0.
+        """
+        self._call("set_aws_clock_offset", seconds=seconds)
 
     def begin_rotation(self, secret_id: str | None = None) -> str:
         """Start rotating a secret (default: the admin secret): new AWSPENDING version,

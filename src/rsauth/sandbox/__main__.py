@@ -18,9 +18,9 @@ from types import FrameType
 from rsauth.sandbox._server import SandboxServer
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m rsauth.sandbox",
+        prog=prog,
         description=(
             "Run a local stand-in for Amazon Redshift Serverless (PostgreSQL behind a TLS "
             "front, the redshift-serverless API, and moto for STS, IAM, Secrets Manager and "
@@ -28,7 +28,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             "until Ctrl-C or SIGTERM."
         ),
         epilog="Run it in one terminal, paste the export lines into another, then run "
-        "your code there. The admin API address it prints takes fault-injection commands.",
+        "your code there. The admin API address it prints (a secret token in its path) "
+        "takes fault-injection commands as JSON POSTs.",
     )
     parser.add_argument("--seed", type=int, help="seed for fault injection, so runs repeat")
     parser.add_argument(
@@ -36,6 +37,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level of the sandbox's own messages (default: WARNING)",
+    )
+    parser.add_argument(
+        "--no-enforce-iam",
+        dest="enforce_iam",
+        action="store_false",
+        help="do not evaluate IAM policies (signatures are still verified); by default "
+        "identity-based and trust policies decide calls as on AWS",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -46,8 +54,9 @@ def _set_on_eof(stop: threading.Event) -> None:
     stop.set()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m rsauth.sandbox") -> int:
+    """Serve the sandbox until stopped; ``prog`` is the command's name in its help."""
+    args = _parse(argv, prog)
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = SandboxServer(seed=args.seed)
+    server = SandboxServer(seed=args.seed, enforce_iam=args.enforce_iam)
     try:
         server.start()
         facts = server.describe()
@@ -76,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"# workgroup {facts['workgroup']}, namespace {facts['namespace']}, "
                 f"database {facts['database']}, endpoint {facts['host']}:{facts['port']}"
             )
-            print(f"# admin API: {facts['admin_url']}  (POST /<operation>, JSON body)")
+            # The URL holds the admin API's token: whoever has it can run SQL as superuser.
+            print(
+                f"# admin API: {facts['admin_url']}  (POST <admin API>/<operation>, "
+                "Content-Type: application/json)"
+            )
             print("# Ctrl-C stops it.", flush=True)
         while not stop.wait(0.5):
             pass

@@ -40,6 +40,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Protocol
 
 from rsauth.sandbox._copysql import (
@@ -75,6 +76,8 @@ from rsauth.sandbox._s3copy import (
     read_rows,
     unload_body,
 )
+from rsauth.sandbox._sysviews import LoadErrorRow
+from rsauth.sandbox._version import redshift_show
 
 log = logging.getLogger("rsauth.sandbox.copy")
 
@@ -85,15 +88,28 @@ _INT32 = struct.Struct("!i")
 _INT64 = struct.Struct("!q")
 
 # Redshift's texts. SQLSTATE XX000 is what Redshift answers load and S3 errors with.
-LOAD_FAILED = "Load into table '{table}' failed.  Check 'stl_load_errors' system table for details."
+# Serverless points at sys_load_error_detail, provisioned clusters at stl_load_errors
+# (https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_ERROR_DETAIL.html; the text as
+# public Serverless sessions show it).
+LOAD_FAILED = (
+    "Load into table '{table}' failed. Check 'sys_load_error_detail' system table for details."
+)
 LOAD_DONE = "Load into table '{table}' completed, {rows} record(s) loaded successfully."
 UNLOAD_DONE = "UNLOAD completed, {rows} record(s) unloaded successfully."
+# Serverless's answer for a role not associated with the namespace, or one whose trust
+# policy does not let Redshift assume it (SANDBOX-SPEC.md, "COPY / UNLOAD").
 NOT_AUTHORIZED = "Not authorized to get credentials of role {arn}"
+# The service principals Redshift assumes a COPY/UNLOAD role as. The trust policy that
+# https://docs.aws.amazon.com/redshift/latest/mgmt/authorizing-redshift-service.html shows
+# names redshift.amazonaws.com; roles made for Serverless also name
+# redshift-serverless.amazonaws.com. Either one is accepted here (unverified: whether
+# Serverless needs one in particular).
+REDSHIFT_SERVICES = ("redshift.amazonaws.com", "redshift-serverless.amazonaws.com")
 # (unverified) Serverless's texts for these are not public; the provisioned form of the first.
 CHAIN_REFUSED = "User {principal} is not authorized to assume IAM Role {arn}"
 NO_DEFAULT_ROLE = (
     "IAM_ROLE default was given, but namespace {namespace} has no default IAM role: set one "
-    "with UpdateNamespace(defaultIamRoleArn=...) or name a role ARN"
+    "with UpdateNamespace(iamRoles=[...], defaultIamRoleArn=...) or name a role ARN"
 )
 NO_CREDENTIALS = (
     "COPY and UNLOAD need authorization: IAM_ROLE default, IAM_ROLE '<role ARN>', "
@@ -139,8 +155,15 @@ class CopyBackend(Protocol):
 
     def namespace_roles(self, database: str) -> NamespaceRoles: ...
 
-    def role_trusts(self, role_arn: str, principal_arn: str) -> bool:
-        """Whether ``role_arn``'s trust policy lets ``principal_arn`` assume it."""
+    def role_trusts(self, role_arn: str, principal: str) -> bool:
+        """Whether ``role_arn``'s trust policy lets ``principal`` assume it.
+
+        ``principal`` is an ARN or a service principal (``redshift.amazonaws.com``).
+        """
+        ...
+
+    def record_load_error(self, database: str, row: LoadErrorRow) -> None:
+        """Keep a failed load's row in ``database``'s sys_load_error_detail."""
         ...
 
     def check_access_key(self, access_key_id: str, secret: str, token: str | None) -> str | None:
@@ -162,8 +185,8 @@ class CopyUnload:
     def __init__(self, backend: CopyBackend) -> None:
         self.backend = backend
 
-    def session(self, database: str) -> CopySession:
-        return CopySession(self.backend, database)
+    def session(self, database: str, user: str = "", session_id: int = 0) -> CopySession:
+        return CopySession(self.backend, database, user, session_id)
 
 
 # --------------------------------------------------------------------------- errors
@@ -327,9 +350,13 @@ class _Portal:
 class CopySession:
     """One client's session: two relay coroutines sharing the interception state."""
 
-    def __init__(self, backend: CopyBackend, database: str) -> None:
+    def __init__(
+        self, backend: CopyBackend, database: str, user: str = "", session_id: int = 0
+    ) -> None:
         self.backend = backend
         self.database = database
+        self.user = user
+        self.session_id = session_id  # the PostgreSQL backend's pid, Redshift's session id
         # Query/Sync messages passed to PostgreSQL, and ReadyForQuery passed back.
         self._syncs_sent = 0
         self._syncs_answered = 0
@@ -420,6 +447,10 @@ class CopySession:
                 await self._batch_message(kind, data[offset + 5 : stop])
                 start = offset = stop
                 continue
+            if kind in b"QP" and (answer := redshift_show(kind, data[offset + 5 : stop])):
+                # SHOW server_version: PostgreSQL's setting is read-only; ask for Redshift's.
+                self._pg.write(data[start:offset] + answer)
+                start = stop
             if (kind in b"QP" and may_need_rewrite(_sql_of(kind, data, offset + 5, stop))) or (
                 kind in b"BDEC" and (self._statements or self._portals)
                 and self._names_ours(kind, data[offset + 5 : stop])
@@ -755,20 +786,23 @@ class CopySession:
             elif kind in (b"C", b"I"):
                 return columns, rows
 
-    async def _table_columns(self, stmt: CopyStatement) -> list[Column]:
+    async def _table_columns(self, stmt: CopyStatement) -> tuple[list[Column], int | None]:
+        """The columns loaded (all, or those named) and the table's id."""
         _, rows = await self._query(
             "SELECT a.attname, t.typcategory, a.atttypid, pg_catalog.format_type(a.atttypid, "
-            "a.atttypmod) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = "
+            "a.atttypmod), a.attrelid FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t "
+            "ON t.oid = "
             "a.atttypid WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped "
             "ORDER BY a.attnum",
             [stmt.table],
         )
         table = {
             str(name): Column(str(name), int(str(oid)), str(category), str(type_name))
-            for name, category, oid, type_name in rows
+            for name, category, oid, type_name, _ in rows
         }
+        table_id = int(str(rows[0][4])) if rows else None
         if not stmt.columns:
-            return list(table.values())
+            return list(table.values()), table_id
         picked: list[Column] = []
         for name in stmt.columns:
             if name not in table:
@@ -776,7 +810,7 @@ class CopySession:
                     f'column "{name}" of relation "{stmt.table_name}" does not exist', "42703"
                 )
             picked.append(table[name])
-        return picked
+        return picked, table_id
 
     async def _copy_in(self, stmt: CopyStatement, columns: list[Column], data: bytes) -> int:
         assert self._pg is not None
@@ -823,17 +857,20 @@ class CopySession:
             self._fail_pg(exc)
 
     async def _copy(self, stmt: CopyStatement) -> None:
-        columns = await self._table_columns(stmt)
+        started = datetime.now(timezone.utc).replace(tzinfo=None)
+        columns, table_id = await self._table_columns(stmt)
         await asyncio.to_thread(self._authorize, stmt.auth)
         objects = await asyncio.to_thread(self._fetch, stmt)
-        rows = await asyncio.to_thread(self._decode, stmt, objects, columns)
+        load = _Load(stmt, columns, table_id, started)
+        rows = await asyncio.to_thread(self._decode, load, objects)
         log.debug("COPY into %s: %d object(s), %d row(s)", stmt.table_name, len(objects), len(rows))
         loaded = 0
         if not stmt.noload and rows:
             try:
                 loaded = await self._copy_in(stmt, columns, encode_copy_rows(rows))
             except PgError as exc:
-                raise _load_failed(stmt, _pg_load_error(exc, rows, columns)) from exc
+                error = _pg_load_error(exc, rows, columns)
+                raise await asyncio.to_thread(self._load_failed, load, error) from exc
         self._send(_notice(LOAD_DONE.format(table=stmt.table_name, rows=loaded)))
         self._send(_complete(f"COPY {loaded}"))
 
@@ -875,7 +912,9 @@ class CopySession:
         for arn in chain:
             if not _ROLE_ARN.match(arn):
                 raise RedshiftError(BAD_ROLE_ARN.format(arn=arn))
-        if chain[0] not in namespace.roles:
+        if chain[0] not in namespace.roles or not any(
+            self.backend.role_trusts(chain[0], service) for service in REDSHIFT_SERVICES
+        ):
             text = NOT_AUTHORIZED.format(arn=chain[0])
             raise RedshiftError(
                 text,
@@ -931,9 +970,8 @@ class CopySession:
             raise RedshiftError(text, detail=_detail(text, 8001, "", "s3_utility.cpp:0"))
         return [(f"s3://{bucket}/{k}", self._get(f"s3://{bucket}/{k}")) for k in sorted(keys)]
 
-    def _decode(
-        self, stmt: CopyStatement, objects: list[tuple[str, bytes]], columns: list[Column]
-    ) -> list[SourceRow]:
+    def _decode(self, load: _Load, objects: list[tuple[str, bytes]]) -> list[SourceRow]:
+        stmt, columns = load.stmt, load.columns
         paths = None
         if stmt.format == "json" and stmt.json_paths and stmt.json_paths.startswith("s3://"):
             try:
@@ -945,10 +983,33 @@ class CopySession:
             try:
                 rows.extend(read_rows(stmt, url, data, columns, paths))
             except LoadError as exc:
-                raise _load_failed(stmt, exc) from exc
+                raise self._load_failed(load, exc) from exc
             except FormatError as exc:
                 raise RedshiftError(str(exc)) from exc
         return rows
+
+    def _load_failed(self, load: _Load, error: LoadError) -> RedshiftError:
+        """Record the bad row in sys_load_error_detail; the error the client then gets."""
+        column = next((c for c in load.columns if c.name == error.column), None)
+        row = LoadErrorRow(
+            user_name=self.user,
+            session_id=self.session_id,
+            database_name=self.database,
+            table_id=load.table_id,
+            start_time=load.started,
+            file_name=error.url,
+            line_number=error.line,
+            column_name=error.column,
+            type_name=column.type_name if column is not None else "",
+            error_code=error.code,
+            error_message=error.reason,
+        )
+        try:
+            self.backend.record_load_error(self.database, row)
+        except Exception:
+            # The client still learns that the load failed; only the row is missing.
+            log.warning("could not record a load error in sys_load_error_detail", exc_info=True)
+        return _load_failed(load.stmt, error)
 
     def _prepare_destination(self, stmt: UnloadStatement, bucket: str, prefix: str) -> None:
         try:
@@ -1076,10 +1137,20 @@ def _pg_load_error(exc: PgError, rows: list[SourceRow], columns: list[Column]) -
     )
 
 
+@dataclass(frozen=True)
+class _Load:
+    """One COPY under way: what a failed row is recorded with."""
+
+    stmt: CopyStatement
+    columns: list[Column]
+    table_id: int | None
+    started: datetime  # UTC, naive, as sys_load_error_detail's start_time
+
+
 def _load_failed(stmt: CopyStatement, error: LoadError) -> RedshiftError:
     rule = "  -----------------------------------------------"
     detail = (
-        f"\n{rule}\n  stl_load_errors (the sandbox has no such table; this is its row):\n"
+        f"\n{rule}\n  the row sys_load_error_detail holds for this load:\n"
         f"  filename:        {error.url}\n  line_number:     {error.line}\n"
         f"  colname:         {error.column}\n  err_code:        {error.code}\n"
         f"  err_reason:      {error.reason}\n  raw_field_value: {error.raw_value}\n"

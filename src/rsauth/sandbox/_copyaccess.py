@@ -11,10 +11,8 @@ from threads.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
-import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -22,18 +20,30 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rsauth.sandbox._copy import NamespaceRoles, S3Error
-from rsauth.sandbox._moto import INTERNAL_AGENT, MotoBridge
+from rsauth.sandbox._moto import INTERNAL_AGENT, INTERNAL_KEY_ID, INTERNAL_SECRET, MotoBridge
+from rsauth.sandbox._sysviews import LoadErrorRow
 
 if TYPE_CHECKING:
+    from rsauth.sandbox._access import Gate
     from rsauth.sandbox._plane import ControlPlane
 
 
 class SandboxCopyAccess:
     """The :class:`rsauth.sandbox._copy.CopyBackend` of a running sandbox."""
 
-    def __init__(self, plane: ControlPlane, moto: MotoBridge) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        moto: MotoBridge,
+        gate: Gate | None = None,
+        sql: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.plane = plane
         self.moto = moto
+        # The endpoint's IAM evaluation: gate.is_allowed(role, "s3:GetObject", arn), role_trusts.
+        self.gate = gate
+        # Runs a statement as the PostgreSQL superuser in a database: (statement, database).
+        self._sql = sql
         # Guards the lazily created S3 client, shared by the front's threads.
         self._lock = threading.Lock()
         self._s3: Any = None
@@ -51,30 +61,16 @@ class SandboxCopyAccess:
                 return NamespaceRoles("", None, ())
             return NamespaceRoles(chosen.name, chosen.default_iam_role_arn, tuple(chosen.iam_roles))
 
-    def role_trusts(self, role_arn: str, principal_arn: str) -> bool:
-        name = role_arn.split(":role/", 1)[-1].rsplit("/", 1)[-1]
-        try:
-            document = self.moto.iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
-        except ClientError:
-            return False
-        policy: Any = document
-        if isinstance(policy, str):
-            policy = json.loads(urllib.parse.unquote(policy))
-        statements = policy.get("Statement", []) if isinstance(policy, dict) else []
-        if isinstance(statements, dict):
-            statements = [statements]
-        account = principal_arn.split(":")[4] if principal_arn.count(":") >= 5 else ""
-        allowed = False
-        for statement in statements:
-            if not _allows_assume_role(statement.get("Action")):
-                continue
-            if not _names_principal(statement.get("Principal"), principal_arn, account):
-                continue
-            if statement.get("Effect") == "Deny":
-                return False
-            if statement.get("Effect") == "Allow":
-                allowed = True
-        return allowed
+    def role_trusts(self, role_arn: str, principal: str) -> bool:
+        """Whether the role's trust policy lets ``principal`` (an ARN or a service) assume it,
+        decided by the endpoint's own IAM evaluation (:meth:`Gate.role_trusts`)."""
+        if self.gate is None:
+            raise RuntimeError("COPY and UNLOAD need the endpoint's IAM evaluation (gate=)")
+        return self.gate.role_trusts(role_arn, principal)
+
+    def record_load_error(self, database: str, row: LoadErrorRow) -> None:
+        if self._sql is not None:
+            self._sql(row.insert(), database)
 
     def check_access_key(self, access_key_id: str, secret: str, token: str | None) -> str | None:
         from moto.iam.models import iam_backends
@@ -106,8 +102,8 @@ class SandboxCopyAccess:
         with self._lock:
             if self._s3 is None:
                 self._s3 = boto3.session.Session(
-                    aws_access_key_id="AKIASANDBOXINTERNAL0",
-                    aws_secret_access_key="sandbox-internal",
+                    aws_access_key_id=INTERNAL_KEY_ID,
+                    aws_secret_access_key=INTERNAL_SECRET,
                     region_name=self.moto.region,
                 ).client(
                     "s3",
@@ -166,21 +162,3 @@ _S3_MESSAGES = {
     "NoSuchBucket": "The specified bucket does not exist",
     "404": "Not Found",
 }
-
-
-def _allows_assume_role(action: Any) -> bool:
-    actions = action if isinstance(action, list) else [action]
-    return any(
-        isinstance(a, str) and a.lower() in ("sts:assumerole", "sts:*", "*") for a in actions
-    )
-
-
-def _names_principal(principal: Any, arn: str, account: str) -> bool:
-    if principal == "*":
-        return True
-    if not isinstance(principal, dict):
-        return False
-    names = principal.get("AWS", [])
-    names = names if isinstance(names, list) else [names]
-    accepted = {arn, "*", account, f"arn:aws:iam::{account}:root"}
-    return any(name in accepted for name in names)

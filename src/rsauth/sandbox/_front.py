@@ -18,9 +18,13 @@ front"). Per client connection it
    socket (trust), relays its startup answers with ``server_version`` set to
    Redshift's, then relays both directions message by message.
 
-Sessions are never re-checked, so they outlive their password as on Redshift.
+Each workgroup has its own port (:meth:`Front.listen`, :attr:`Front.routes`), and
+each custom domain its own certificate, chosen by the name the client asks for
+(SNI). Sessions are never re-checked, so they outlive their password as on Redshift.
 Faults (refuse, reset, reset mid-handshake, delay) are injected through
-:attr:`Front.faults`. Log lines name events and users, never passwords.
+:attr:`Front.faults`; a workgroup that sleeps (:attr:`Front.idle`) holds the
+answer to a connection's first packet while it resumes. Log lines name events and
+users, never passwords.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from rsauth.sandbox._idle import IdleResume
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._pgwire import (
     AUTH_MD5,
@@ -63,13 +68,13 @@ from rsauth.sandbox._pgwire import (
     quote_literal,
     startup_packet,
 )
+from rsauth.sandbox._version import REDSHIFT_SERVER_VERSION
 
 if TYPE_CHECKING:
     from rsauth.sandbox._copy import CopyUnload
 
 log = logging.getLogger("rsauth.sandbox.front")
 
-REDSHIFT_SERVER_VERSION = "8.0.2"
 
 # Startup parameters passed on to PostgreSQL, compared in lower case (PostgreSQL
 # treats setting names case-insensitively). Everything else is dropped.
@@ -312,9 +317,11 @@ class _Client:
 
     sock: socket.socket
     peer: str
+    workgroup: str | None = None  # served on the port the client came to, if routed
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     tls: bool = False
+    admitted: bool = False  # passed the idle/resume gate; leaves it when the connection ends
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -332,6 +339,7 @@ class _Upstream:
     ready: bytes
     key: bytes | None  # BackendKeyData body (pid + secret), for CancelRequest
     database: str = ""
+    user: str = ""
 
 
 @dataclass
@@ -417,29 +425,40 @@ class Front:
         self.require_tls = require_tls
         self.handshake_timeout = handshake_timeout
         self.faults = FrontFaults()
+        # A workgroup that sleeps when idle (rsauth.sandbox._idle); off until configured.
+        self.idle = IdleResume()
         # COPY/UNLOAD from and to S3 (rsauth.sandbox._copy); None relays every statement as is.
         self.copy_unload: CopyUnload | None = None
         self._requested_port = port
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self._tls.load_cert_chain(certfile, keyfile)
+        self._tls.sni_callback = self._pick_certificate
+        # Custom domains' certificates by server name; read by the TLS handshake (a dict
+        # lookup), written by the control plane.
+        self._domains: dict[str, ssl.SSLContext] = {}
+        # The workgroup served on each port, set by whoever serves workgroups.
+        self.routes: dict[int, str] = {}
+        self._by_port: dict[int, int] = {}
         # Guards _counters: the loop thread counts while callers read stats().
         self._counter_lock = threading.Lock()
         self._counters = _Counters()
-        self._listener: socket.socket | None = None
+        self._listeners: dict[int, socket.socket] = {}
         self._port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._accept_task: asyncio.Task[None] | None = None
+        self._accept_tasks: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Backend key data (pid + secret) of live sessions, for CancelRequest; loop thread only.
         self._backend_keys: set[bytes] = set()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # Serialises role creation and grants: concurrent first logins of one user.
         self._role_lock = threading.Lock()
-        # Users (with their granted roles) already prepared; read without the lock (a set
+        # Users (with their granted roles) already prepared; read without the lock (a dict
         # lookup is atomic), so a login of a known user never waits on another's setup.
-        self._prepared: set[tuple[str, tuple[str, ...]]] = set()
+        self._prepared: dict[str, tuple[str, ...]] = {}
+        # The roles each user holds because a login's tag granted them (not granted in SQL).
+        self._tag_roles: dict[str, set[str]] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -454,26 +473,75 @@ class Front:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> Front:
-        if self._thread is not None:
-            raise RuntimeError("the front is already started")
+    @property
+    def ports(self) -> list[int]:
+        """Every port listened on, the first one first."""
+        return list(self._listeners)
+
+    def _bind(self, port: int) -> socket.socket:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self.host, self._requested_port))
+            listener.bind((self.host, port))
             listener.listen(128)
             listener.setblocking(False)
         except OSError:
             listener.close()
             raise
-        self._listener = listener
+        return listener
+
+    def listen(self, port: int = 0) -> int:
+        """Listen on one more port (0: a free one) and return it; OSError when taken."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the front is not started")
+        listener = self._bind(port)
+        bound = int(listener.getsockname()[1])
+        self._listeners[bound] = listener
+        asyncio.run_coroutine_threadsafe(self._begin(bound), loop).result()
+        log.debug("front listening on %s:%d", self.host, bound)
+        return bound
+
+    def add_certificate(self, server_name: str, certfile: str, keyfile: str) -> None:
+        """Present this certificate to clients that ask for ``server_name`` (SNI)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certfile, keyfile)
+        self._domains[server_name.lower()] = context
+
+    def remove_certificate(self, server_name: str) -> None:
+        self._domains.pop(server_name.lower(), None)
+
+    def _pick_certificate(
+        self, tls: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        context = self._domains.get((server_name or "").lower())
+        if context is not None:
+            tls.context = context
+
+    def connections_by_workgroup(self) -> dict[str, int]:
+        """Connections accepted on each workgroup's port since start or :meth:`reset`."""
+        with self._counter_lock:
+            counts = dict(self._by_port)
+        result: dict[str, int] = {}
+        for port, count in counts.items():
+            name = self.routes.get(port, str(port))
+            result[name] = result.get(name, 0) + count
+        return result
+
+    def start(self) -> Front:
+        if self._thread is not None:
+            raise RuntimeError("the front is already started")
+        listener = self._bind(self._requested_port)
         self._port = int(listener.getsockname()[1])
+        self._listeners[self._port] = listener
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="rsauth-front-admin"
         )
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(_quiet_exception_handler)
         self._loop = loop
+        self.idle.bind(loop)
         started = threading.Event()
 
         def run() -> None:
@@ -484,12 +552,14 @@ class Front:
         self._thread = threading.Thread(target=run, name="rsauth-front", daemon=True)
         self._thread.start()
         started.wait()
-        asyncio.run_coroutine_threadsafe(self._begin(), loop).result()
+        asyncio.run_coroutine_threadsafe(self._begin(self._port), loop).result()
         log.debug("front listening on %s:%d", self.host, self.port)
         return self
 
-    async def _begin(self) -> None:
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+    async def _begin(self, port: int) -> None:
+        self._accept_tasks[port] = asyncio.get_running_loop().create_task(
+            self._accept_loop(port)
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         loop, thread = self._loop, self._thread
@@ -502,20 +572,21 @@ class Front:
             thread.join(timeout)
         if not thread.is_alive():
             loop.close()
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self._listeners.values():
+            listener.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._loop = self._thread = self._executor = None
         log.debug("front stopped")
 
     async def _shutdown(self) -> None:
-        if self._accept_task is not None:
-            self._accept_task.cancel()
+        self.idle.finish_now()
+        for accept in self._accept_tasks.values():
+            accept.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_task
-        if self._listener is not None:
-            self._listener.close()
+                await accept
+        for listener in self._listeners.values():
+            listener.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -550,11 +621,20 @@ class Front:
         counts.update({f"fault_{kind}": n for kind, n in self.faults.injected().items()})
         return counts
 
+    def set_idle_resume(self, seconds: float, *, idle_after: float = 60.0) -> None:
+        """Sleep after ``idle_after`` seconds without a connection; resume in ``seconds``.
+
+        ``seconds=0`` turns it off. See :class:`rsauth.sandbox._idle.IdleResume`.
+        """
+        self.idle.configure(seconds, idle_after)
+
     def reset(self) -> None:
         """Clear every fault and every count (open sessions stay open and counted)."""
         self.faults.reset()
+        self.idle.reset_counts()
         with self._counter_lock:
             self._counters = _Counters(sessions_open=self._counters.sessions_open)
+            self._by_port.clear()
 
     def _count(self, name: str, delta: int = 1) -> None:
         with self._counter_lock:
@@ -562,17 +642,19 @@ class Front:
 
     # ----------------------------------------------------------------- accept
 
-    async def _accept_loop(self) -> None:
+    async def _accept_loop(self, port: int) -> None:
         loop = asyncio.get_running_loop()
-        assert self._listener is not None
+        listener = self._listeners[port]
         while True:
             try:
-                sock, address = await loop.sock_accept(self._listener)
+                sock, address = await loop.sock_accept(listener)
             except OSError:
                 log.debug("accept failed", exc_info=True)
                 await asyncio.sleep(0.05)
                 continue
             self._count("connections")
+            with self._counter_lock:
+                self._by_port[port] = self._by_port.get(port, 0) + 1
             # As PostgreSQL does: the relay writes one message at a time, and with Nagle's
             # algorithm each small write after the first would wait for the client's
             # delayed ACK (40 ms) — twice on a connection's first query.
@@ -580,12 +662,16 @@ class Front:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Drawn here, in accept order, so a seeded fraction repeats run to run.
             plan = self.faults.draw()
-            task = loop.create_task(self._handle(sock, f"{address[0]}", plan))
+            task = loop.create_task(
+                self._handle(sock, f"{address[0]}", plan, self.routes.get(port))
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, sock: socket.socket, peer: str, plan: _Plan) -> None:
-        client = _Client(sock, peer)
+    async def _handle(
+        self, sock: socket.socket, peer: str, plan: _Plan, workgroup: str | None = None
+    ) -> None:
+        client = _Client(sock, peer, workgroup)
         try:
             if plan.delay:
                 log.debug("fault: delaying a connection by %.3fs", plan.delay)
@@ -598,7 +684,9 @@ class Front:
                 log.debug("fault: resetting a connection after accept")
                 _abort_with_rst(sock)
                 return
-            upstream = await asyncio.wait_for(self._open(client, plan), self.handshake_timeout)
+            # A connection held while the workgroup resumes gets the resume time on top.
+            timeout = self.handshake_timeout + self.idle.seconds
+            upstream = await asyncio.wait_for(self._open(client, plan), timeout)
             if upstream is None:
                 return
             await self._relay(client, upstream)
@@ -616,6 +704,8 @@ class Front:
         except Exception:
             log.exception("front session failed")
         finally:
+            if client.admitted:
+                self.idle.leave()
             await _close_client(client)
 
     # ----------------------------------------------------------------- startup
@@ -652,6 +742,12 @@ class Front:
             else:
                 body = await client.reader.readexactly(length - 4)
             code = _INT32.unpack_from(body)[0]
+            if not client.admitted and (
+                code == SSL_REQUEST or code >> 16 == PROTOCOL_3_0 >> 16
+            ):
+                # A sleeping workgroup answers once it has resumed; the client waits.
+                await self.idle.admit()
+                client.admitted = True
             if code == SSL_REQUEST:
                 if client.tls:
                     raise ProtocolViolation("SSLRequest inside TLS")
@@ -760,6 +856,10 @@ class Front:
         user_bytes = user.encode()
         expired_match = False
         for issued in self.passwords.candidates(user):
+            if None not in (issued.workgroup, client.workgroup) and (
+                issued.workgroup != client.workgroup
+            ):
+                continue  # issued for another workgroup: not a password of this one
             expected = md5_response(user_bytes, issued.password.encode(), salt)
             if hmac.compare_digest(expected, answer):
                 if not issued.expired(now):
@@ -773,7 +873,17 @@ class Front:
         raise await self._refuse(client, "28000", WRONG_PASSWORD.format(user=user))
 
     def _prepare_role(self, user: str, db_roles: tuple[str, ...]) -> None:
-        """Create ``user`` at first login (member of PUBLIC only); grant existing db_roles.
+        """Create ``user`` at first login (member of PUBLIC only); give it this login's db_roles.
+
+        Redshift maps the database roles a login's ``RedshiftDbRoles`` tag names when
+        the user signs in
+        (https://docs.aws.amazon.com/redshift/latest/mgmt/redshift-iam-access-federated-db-roles.html),
+        and roles that come with a login are "available during the current session"
+        (https://docs.aws.amazon.com/redshift/latest/dg/PG_GET_SESSION_ROLES.html). A
+        PostgreSQL role's memberships are not per session, so each login's tag replaces
+        the roles an earlier login's tag granted (roles granted in SQL stay): sessions of
+        one IAM role with different tags do not inherit each other's roles. (Sessions of
+        one user open at the same time see the newest login's roles.)
 
         Blocking: runs in the front's executor.
         """
@@ -782,7 +892,7 @@ class Front:
             for role in dict.fromkeys(db_roles)
             if role != user and 0 < len(role.encode()) <= MAX_IDENTIFIER_BYTES
         ]
-        if (user, tuple(roles)) in self._prepared:
+        if self._prepared.get(user) == tuple(roles):
             return
         names = ", ".join(quote_literal(name) for name in [user, *roles])
         with self._role_lock, AdminSession(self.pg_socket_path) as admin:
@@ -792,15 +902,27 @@ class Front:
             if user not in existing:
                 log.debug("creating database user %s at first login", user)
                 admin.execute(f"create role {quote_ident(user)} login")
-            grants = [role for role in roles if role in existing]
-            if grants:
-                log.debug("granting %d database role(s) to %s", len(grants), user)
-                admin.execute(
-                    "; ".join(f"grant {quote_ident(r)} to {quote_ident(user)}" for r in grants)
-                )
-            if len(grants) == len(roles):
-                # Done for good; a role still missing may be created later, so retry then.
-                self._prepared.add((user, tuple(roles)))
+            member_of = (  # noqa: S608 - the name is quoted with quote_literal
+                "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid"
+                " join pg_roles u on u.oid = m.member where u.rolname = "
+            ) + quote_literal(user)
+            held = {row[0] for row in admin.execute(member_of).rows}
+            tagged = self._tag_roles.setdefault(user, set())
+            revokes = sorted((tagged - set(roles)) & held)
+            grants = [role for role in roles if role in existing and role not in held]
+            statements = [f"revoke {quote_ident(r)} from {quote_ident(user)}" for r in revokes]
+            statements += [f"grant {quote_ident(r)} to {quote_ident(user)}" for r in grants]
+            if statements:
+                log.debug("database user %s: %d role(s) granted, %d revoked", user,
+                          len(grants), len(revokes))
+                admin.execute("; ".join(statements))
+            tagged.difference_update(revokes)
+            tagged.update(grants)
+            if all(role in existing for role in roles):
+                self._prepared[user] = tuple(roles)
+            else:
+                # A role still missing may be created later, so retry then.
+                self._prepared.pop(user, None)
 
     async def _connect_postgres(
         self, client: _Client, params: Mapping[str, str], db_roles: tuple[str, ...]
@@ -834,7 +956,9 @@ class Front:
             pg_writer.write(startup_packet(kept))
             await pg_writer.drain()
             upstream = await self._read_startup(client, pg_reader, pg_writer)
-            return dataclasses.replace(upstream, database=kept.get("database") or user)
+            return dataclasses.replace(
+                upstream, database=kept.get("database") or user, user=user
+            )
         except BaseException:
             pg_writer.transport.abort()
             raise
@@ -891,7 +1015,8 @@ class Front:
                 upstream = asyncio.ensure_future(_pump(client.reader, pg.writer))
                 downstream = asyncio.ensure_future(_pump(pg.reader, client.writer))
             else:
-                session = self.copy_unload.session(pg.database)
+                pid = _INT32.unpack_from(pg.key)[0] if pg.key is not None else 0
+                session = self.copy_unload.session(pg.database, pg.user, pid)
                 upstream = asyncio.ensure_future(
                     session.client_to_server(client.reader, pg.writer, client.writer)
                 )

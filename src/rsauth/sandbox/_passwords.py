@@ -19,7 +19,8 @@ class IssuedPassword:
 
     ``expires_at`` is epoch seconds, or None for a password that does not expire
     (the admin user's, kept in Secrets Manager). ``db_roles`` are database roles
-    granted at sign-in (the ``RedshiftDbRoles`` session tag).
+    granted at sign-in (the ``RedshiftDbRoles`` session tag). ``workgroup`` is the
+    workgroup whose port accepts it (None: every port).
     """
 
     user: str
@@ -27,6 +28,7 @@ class IssuedPassword:
     expires_at: float | None
     db_roles: tuple[str, ...] = ()
     source: str = "GetCredentials"
+    workgroup: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at

@@ -7,18 +7,22 @@ foreground (``python -m rsauth.sandbox``) or as the child process behind
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
 from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from rsauth.sandbox._access import Gate
 from rsauth.sandbox._copy import CopyUnload
 from rsauth.sandbox._copyaccess import SandboxCopyAccess
 from rsauth.sandbox._errors import ApiError
@@ -28,6 +32,7 @@ from rsauth.sandbox._moto import MotoBridge, moto_wsgi_app
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._plane import AwsApplication, Caller, ControlPlane, generate_password
 from rsauth.sandbox._postgres import PostgresServer
+from rsauth.sandbox._version import VERSION_FUNCTION
 
 log = logging.getLogger("rsauth.sandbox")
 
@@ -87,16 +92,20 @@ class _Http:
 class SandboxServer:
     """Every part of one sandbox, started in order and stopped in reverse."""
 
-    def __init__(self, *, workdir: Path | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, *, workdir: Path | None = None, seed: int | None = None, enforce_iam: bool = True
+    ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rsauth-sandbox-"))
         self.seed = seed
+        self.enforce_iam = enforce_iam
         self.passwords = PasswordStore()
         self.plane_faults = PlaneFaults(seed=seed)
         self.moto = MotoBridge(ACCOUNT_ID, REGION)
         self.postgres: PostgresServer | None = None
         self.front: Front | None = None
         self.plane: ControlPlane | None = None
+        self.gate: Gate | None = None
         self.aws: _Http | None = None
         self.admin: _Http | None = None
         self.creator_keys: tuple[str, str] = ("", "")
@@ -104,6 +113,10 @@ class SandboxServer:
         self._outage_lock = threading.Lock()
         self._outage_timer: threading.Timer | None = None
         self._rotations: dict[str, str] = {}
+        # Serialises port choices: two workgroups created at once must not race for one port.
+        self._serve_lock = threading.Lock()
+        # The admin API's credential, carried in its URL's path (AdminApplication).
+        self.admin_token = secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -118,6 +131,8 @@ class SandboxServer:
     def _start(self) -> None:
         self.postgres = PostgresServer(self.workdir)
         self.postgres.start()
+        for database in ("template1", "postgres"):  # every database made later copies template1
+            self._sql(VERSION_FUNCTION, database)
         certfile, keyfile = self._make_certificates()
         self.front = Front(
             pg_socket_path=self.postgres.socket_path,
@@ -135,12 +150,16 @@ class SandboxServer:
             passwords=self.passwords,
             database=self._sql,
             faults=self.plane_faults,
+            wire=self,
         )
-        self.aws = _Http(AwsApplication(self.plane, moto_wsgi_app()))
+        self.gate = Gate(self.moto, self.plane, enforce_iam=self.enforce_iam)
+        self.aws = _Http(AwsApplication(self.plane, moto_wsgi_app(), self.gate))
         self.aws.start()
         self.moto.endpoint_url = self.aws_url
         # COPY/UNLOAD on the wire front reach S3, IAM and the namespaces through this.
-        self.front.copy_unload = CopyUnload(SandboxCopyAccess(self.plane, self.moto))
+        self.front.copy_unload = CopyUnload(
+            SandboxCopyAccess(self.plane, self.moto, self.gate, self._sql)
+        )
         self._bootstrap()
         self.admin = _Http(AdminApplication(self))
         self.admin.start()
@@ -155,6 +174,7 @@ class SandboxServer:
         import trustme
 
         ca = trustme.CA(organization_name="rsauth sandbox")
+        self._ca = ca
         # For the endpoint name only, as Redshift's certificate is: an IP address does not verify.
         cert = ca.issue_cert("localhost")
         self.ca_path = self.workdir / "sandbox-ca.pem"
@@ -167,12 +187,58 @@ class SandboxServer:
         keyfile.chmod(0o600)
         return certfile, keyfile
 
+    # -- the wire side of workgroups (rsauth.sandbox._plane.Wire) ----------------------
+
+    def serve(self, workgroup: str, port: int | None) -> int:
+        """The first workgroup asking no port gets the front's own port; every other one
+        its own listener, on ``port`` when that is free on this machine, else a free one."""
+        assert self.front is not None
+        with self._serve_lock:
+            if port is None and not self.front.routes:
+                served = self.front.port
+            else:
+                try:
+                    served = self.front.listen(port or 0)
+                except OSError:
+                    log.info("port %s is taken: workgroup %s gets a free one", port, workgroup)
+                    served = self.front.listen(0)
+            self.front.routes[served] = workgroup
+        return served
+
+    def add_domain(self, domain: str) -> float:
+        """Issue a certificate for ``domain`` from the sandbox CA; the front presents it."""
+        assert self.front is not None
+        expiry = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=395)
+        cert = self._ca.issue_cert(domain, not_after=expiry)
+        folder = self.workdir / "domains"
+        folder.mkdir(exist_ok=True)
+        certfile, keyfile = folder / f"{domain}.pem", folder / f"{domain}.key"
+        cert.private_key_pem.write_to_path(str(keyfile))
+        keyfile.chmod(0o600)
+        cert.cert_chain_pems[0].write_to_path(str(certfile))
+        for extra in cert.cert_chain_pems[1:]:
+            extra.write_to_path(str(certfile), append=True)
+        self.front.add_certificate(domain, str(certfile), str(keyfile))
+        return expiry.timestamp()
+
+    def remove_domain(self, domain: str) -> None:
+        assert self.front is not None
+        self.front.remove_certificate(domain)
+
     def _bootstrap(self) -> None:
         """A new account with default settings: one namespace, one workgroup, one admin."""
         assert self.plane is not None
         arn, key_id, secret = self.moto.create_user_with_keys(CREATOR_USER)
+        # The account's administrator: every action on every resource. Roles'
+        # trust and permission policies still apply to it, as on AWS.
+        self.moto.iam.put_user_policy(
+            UserName=CREATOR_USER, PolicyName="AdministratorAccess", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         self.creator_keys = (key_id, secret)
-        caller = Caller(key_id, arn)
+        caller = Caller(key_id, arn, REGION)
         self.plane.create_namespace(
             caller,
             {
@@ -213,8 +279,9 @@ class SandboxServer:
 
     @property
     def admin_url(self) -> str:
+        """The admin API's base URL, token included: POST ``<admin_url>/<operation>``."""
         assert self.admin is not None
-        return f"http://127.0.0.1:{self.admin.port}"
+        return f"http://127.0.0.1:{self.admin.port}/{self.admin_token}"
 
     def env(self) -> dict[str, str]:
         env = {f"AWS_ENDPOINT_URL_{service}": self.aws_url for service in _AWS_SERVICES}
@@ -244,6 +311,7 @@ class SandboxServer:
             "database": DATABASE,
             "admin_user": ADMIN_USER,
             "creator_user": CREATOR_USER,
+            "enforce_iam": self.enforce_iam,
             "postgres": self.postgres.version(),
         }
 
@@ -367,10 +435,31 @@ class SandboxServer:
 
     def front_stats(self) -> dict[str, Any]:
         assert self.front is not None
-        return {**self.front.stats(), "injected": self.front.faults.injected()}
+        return {
+            **self.front.stats(),
+            "injected": self.front.faults.injected(),
+            "by_workgroup": self.front.connections_by_workgroup(),
+            "idle": self.front.idle.snapshot(),
+        }
+
+    def set_idle_resume(self, seconds: float, idle_after: float = 60.0) -> None:
+        """Sleep after ``idle_after`` seconds without a session, resume in ``seconds`` (0: off)."""
+        assert self.front is not None
+        self.front.set_idle_resume(seconds, idle_after=idle_after)
 
     def plane_stats(self) -> dict[str, Any]:
         return {"injected": dict(self.plane_faults.injected)}
+
+    # the AWS endpoint's clock
+
+    def set_aws_clock_offset(self, seconds: float) -> None:
+        """Run the AWS endpoint's clock ``seconds`` ahead of this machine's (negative: behind).
+
+        Signatures older or newer than the endpoint's time by more than AWS
+        allows are refused, and temporary credentials expire by this clock.
+        """
+        assert self.gate is not None
+        self.gate.set_clock_offset(seconds)
 
     # credentials
 
@@ -437,7 +526,10 @@ class SandboxServer:
         self.plane_faults.reset()
         self.reset_calls()
         self.front.reset()
+        self.front.set_idle_resume(0)
         self.plane.lifetime_override = None
+        assert self.gate is not None
+        self.gate.set_clock_offset(0.0)
         with self._outage_lock:
             if self._outage_timer is not None:
                 self._outage_timer.cancel()
@@ -451,7 +543,16 @@ class SandboxServer:
 
 
 class AdminApplication:
-    """``POST /<operation>`` with a JSON object of keyword arguments; JSON answers."""
+    """``POST /<token>/<operation>`` with a JSON object of keyword arguments; JSON answers.
+
+    The API runs SQL as the database superuser and hands out passwords, so it
+    answers only requests that a web page cannot forge: the per-sandbox token
+    in the path (compared in constant time), ``Content-Type: application/json``
+    (a page's form or ``text/plain`` POST needs no CORS preflight, a JSON one
+    does), no ``Origin`` header (browsers send one on cross-origin POSTs; curl
+    and urllib do not) and a ``Host`` naming the loopback port it listens on
+    (DNS rebinding sends the attacker's host name).
+    """
 
     def __init__(self, server: SandboxServer) -> None:
         self.server = server
@@ -475,17 +576,43 @@ class AdminApplication:
             "set_workgroup_status": server.set_workgroup_status,
             "expire_passwords": server.expire_passwords,
             "set_credential_lifetime": server.set_credential_lifetime,
+            "set_aws_clock_offset": server.set_aws_clock_offset,
             "begin_rotation": server.begin_rotation,
             "finish_rotation": server.finish_rotation,
             "rotate_secret": server.rotate_secret,
             "front_fault": server.front_fault,
             "front_stats": server.front_stats,
             "plane_stats": server.plane_stats,
+            "set_idle_resume": server.set_idle_resume,
         }
+
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
+        """Why the request is refused (HTTP status, text), or None when it may run."""
+        if "Origin" in request.headers:
+            return 403, "requests from web pages (with an Origin header) are refused"
+        assert self.server.admin is not None
+        port = self.server.admin.port
+        if request.headers.get("Host", "") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            return 403, f"the Host header must be 127.0.0.1:{port} or localhost:{port}"
+        token, _, _ = request.path.lstrip("/").partition("/")
+        if not hmac.compare_digest(token.encode(), self.server.admin_token.encode()):
+            return 403, "the admin URL's token is missing or wrong: use the URL the sandbox printed"
+        if request.method != "POST":
+            return 405, "use POST with a JSON object of keyword arguments"
+        if request.mimetype != "application/json":
+            return 415, "the body must be JSON, sent with Content-Type: application/json"
+        return None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
-        name = request.path.strip("/")
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status, text = refusal
+            response = Response(
+                json.dumps({"error": text}), status=status, content_type="application/json"
+            )
+            return response(environ, start_response)
+        name = request.path.lstrip("/").partition("/")[2].strip("/")
         operation = self.operations().get(name)
         if operation is None:
             response = Response(

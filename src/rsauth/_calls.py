@@ -1,0 +1,87 @@
+"""One resolved request and the keys its cached parts are filed under.
+
+The Broker resolves the caller's arguments once (no network) into a
+:class:`Call`; the login side (``_logins``) and the connection side
+(``_connections``) both read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from rsauth._config import Options
+from rsauth._sessions import SessionKey
+from rsauth._sources import AwsContext
+
+__all__ = ["DEFAULT_DATABASE", "AwsSide", "Call", "CredentialKey", "EndpointKey", "describe"]
+
+DEFAULT_DATABASE = "dev"
+
+
+class CredentialKey(NamedTuple):
+    """What tells cached logins apart. Never holds a secret: ``identity`` is an access key id."""
+
+    identity: str
+    profile: str | None
+    region: str
+    workgroup: str | None
+    custom_domain: str | None
+    database: str | None
+    method: str
+    duration: int
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+    secret_id: str | None
+    user: str | None
+
+
+class EndpointKey(NamedTuple):
+    """What tells cached workgroup lookups apart (the name last, for log lines)."""
+
+    identity: str
+    profile: str | None
+    region: str
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+    custom_domain: str | None
+    workgroup: str
+
+
+def describe(key: CredentialKey) -> str:
+    """A login's cache key in words, for log lines (no secret in a key)."""
+    where = (
+        f"custom domain {key.custom_domain!r}"
+        if key.custom_domain
+        else f"workgroup {key.workgroup!r}"
+        if key.workgroup
+        else f"secret {key.secret_id!r}"
+    )
+    role = f" as {key.role_arn}" if key.role_arn else ""
+    return f"{key.method} login for {where} in {key.region}{role}"
+
+
+@dataclass(frozen=True)
+class AwsSide:
+    """The AWS side of one call: who, where, and the cache keys of its login and endpoint."""
+
+    identity: str
+    region: str
+    session_key: SessionKey
+    context: AwsContext
+    key: CredentialKey
+    endpoint_key: EndpointKey
+
+
+@dataclass(frozen=True)
+class Call:
+    """One resolved request; ``resolved_aws`` is ``None`` only for a password login to host=."""
+
+    options: Options
+    profile: str | None
+    resolved_aws: AwsSide | None = None
+
+    @property
+    def aws(self) -> AwsSide:
+        assert self.resolved_aws is not None, "this call needs no AWS identity"
+        return self.resolved_aws

@@ -1,0 +1,253 @@
+"""The login side: choosing the source, the refresh-ahead cache, recovering refused logins.
+
+A login comes from the source of the call's method (``_sources``), through
+the in-process :class:`RefreshCache` (single flight, refresh ahead) and, in
+fleet mode, the shared tier before AWS. When the database refuses a login,
+:meth:`Logins.attempt` drops it, fetches a fresh one (for a secret also its
+``AWSPENDING`` version) and tries again a bounded number of times. A
+superuser login's verdict is kept with the login, so it is checked once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from rsauth._cache import CacheStats, Lease, RefreshCache
+from rsauth._calls import DEFAULT_DATABASE, Call, CredentialKey, describe
+from rsauth._connections import Connections, Refused, refused_error
+from rsauth._errors import AccessDeniedError, ConfigurationError, RsauthError
+from rsauth._fleet import RedisCache, request_for
+from rsauth._sessions import Sessions
+from rsauth._sources import Login
+from rsauth._sources.iam import IamSource
+from rsauth._sources.password import PasswordSource
+from rsauth._sources.secret import SecretSource
+from rsauth._sources.superuser import SuperuserSource
+
+__all__ = ["Logins"]
+
+logger = logging.getLogger("rsauth")
+
+T = TypeVar("T")
+
+# Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
+# signature changed across tenacity releases, these two do not).
+_LOGIN_BACKOFF = wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2)
+
+
+class Logins:
+    """Cached logins for one Broker; safe to share between threads."""
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        connections: Connections,
+        *,
+        clock: Callable[[], datetime],
+        sleep: Callable[[float], None],
+        cache_size: int,
+        secret_refresh: float,
+        login_attempts: int,
+        shared: RedisCache | None,
+        on_retry: Callable[[RetryCallState], None],
+    ) -> None:
+        self._sessions = sessions
+        self._connections = connections
+        self._clock = clock
+        self._sleep = sleep
+        self._secret_refresh = secret_refresh
+        self._login_attempts = login_attempts
+        self._shared = shared
+        self._on_retry = on_retry
+        self._cache: RefreshCache[CredentialKey, Login] = RefreshCache(
+            "credentials",
+            clock=clock,
+            maxsize=cache_size,
+            describe=describe,
+            jitter=shared.jitter if shared is not None else 0.0,
+        )
+        # Guards the set below.
+        self._verified_lock = threading.Lock()
+        # Logins whose superuser status was checked; weak, so they leave with the cache.
+        self._verified: weakref.WeakSet[Login] = weakref.WeakSet()
+
+    # -- fetching ---------------------------------------------------------
+
+    def login(self, call: Call) -> Login:
+        """The call's login: cached, refreshed ahead of expiry, fetched when due."""
+        options = call.options
+        if options.method == "password":
+            return PasswordSource(options.user or "", options.password or "").load().value
+        key = call.aws.key
+        if options.method == "secret":
+            return self._cache.get(
+                key, self._through_shared(call, lambda: self._secret_source(call).load())
+            )
+        try:
+            return self._cache.get(
+                key, self._through_shared(call, lambda: self._iam_source(call).load())
+            )
+        except ConfigurationError:
+            if options.workgroup and not options.host:
+                # AWS refused the request: a workgroup that is not AVAILABLE is a
+                # ServiceError saying so. Look it up afresh (raises if so).
+                self._connections.discard_endpoint(call)
+                self._connections.workgroup(call)
+            raise
+        except AccessDeniedError as exc:
+            if not (options.method == "iam" and options.fallback and options.workgroup):
+                raise
+            logger.warning(
+                "iam login to %s was denied; fallback=True: using the namespace's "
+                "Redshift-managed admin secret instead",
+                options.target,
+            )
+            try:
+                return self.login(_as_secret(call))
+            except RsauthError as secret_exc:
+                raise AccessDeniedError(
+                    f"{exc}; the fallback to the managed admin secret failed too: {secret_exc}"
+                ) from exc
+
+    def attempt(self, call: Call, use: Callable[[Login], T]) -> tuple[T, Login]:
+        """``use(login)`` with the call's login; when it raises :class:`Refused`, again with
+        a fresh login, a bounded number of times. Returns its result and the login used."""
+        attempts = 1 if call.options.method == "password" else self._login_attempts
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=_LOGIN_BACKOFF,
+            retry=retry_if_exception_type(Refused),
+            sleep=self._sleep,
+            before_sleep=self._on_retry,
+            reraise=True,
+        )
+        refused: Login | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    login = self.login(call) if refused is None else self._recover(call, refused)
+                    try:
+                        result = use(login)
+                    except Refused:
+                        refused = login
+                        raise
+        except Refused as exc:
+            raise refused_error(call, exc, attempts) from exc.__cause__
+        if refused is not None and login.method == "secret":
+            # A pending version that worked is the one to use until the next refresh.
+            key = call.aws.key._replace(method=login.method)
+            self._cache.put(key, Lease(login, refresh_after=self._secret_refresh))
+        return result, login
+
+    def _recover(self, call: Call, refused: Login) -> Login:
+        """A fresh login after ``refused`` was refused; for a secret, AWSPENDING if unchanged."""
+        # A fallback login is cached under the method it actually used.
+        self._cache.discard(call.aws.key._replace(method=refused.method), refused)
+        if self._shared is not None:
+            self._shared.reject(refused)
+        fresh = self.login(call)
+        if fresh.method == "secret" and _same_login(fresh, refused):
+            pending = self._secret_source(_as_secret(call)).load_pending()
+            if pending is not None and not _same_login(pending, refused):
+                logger.info(
+                    "login to %s refused with the current secret; trying AWSPENDING "
+                    "(rotation in progress)",
+                    call.options.target,
+                )
+                return pending
+        return fresh
+
+    def _through_shared(
+        self, call: Call, fetch: Callable[[], Lease[Login]]
+    ) -> Callable[[], Lease[Login]]:
+        """``fetch`` behind the shared store in fleet mode: the store first, AWS once per fleet."""
+        shared = self._shared
+        if shared is None:
+            return fetch
+        aws = call.aws
+
+        def through_shared() -> Lease[Login]:
+            request = request_for(
+                self._sessions,
+                aws.session_key,
+                aws.key,
+                holding=self._cache.peek(aws.key),
+                describe=describe(aws.key),
+                clock=self._clock,
+            )
+            return shared.fetch(request, fetch)
+
+        return through_shared
+
+    def _iam_source(self, call: Call) -> IamSource:
+        source = SuperuserSource if call.options.method == "superuser" else IamSource
+        return source(
+            self._sessions.redshift_serverless(call.aws.session_key),
+            workgroup=call.options.workgroup,
+            custom_domain=call.options.custom_domain,
+            database=call.options.database or DEFAULT_DATABASE,
+            duration=call.options.duration,
+            context=call.aws.context,
+            clock=self._clock,
+        )
+
+    def _secret_source(self, call: Call) -> SecretSource:
+        secret_id = call.options.secret_id or self._connections.admin_secret_arn(call)
+        return SecretSource(
+            self._sessions.secretsmanager(call.aws.session_key),
+            secret_id=secret_id,
+            context=call.aws.context,
+            refresh_after=self._secret_refresh,
+        )
+
+    # -- the superuser verdict --------------------------------------------
+
+    def is_verified(self, login: Login) -> bool:
+        """Whether ``login`` was already found to be a superuser's."""
+        with self._verified_lock:
+            return login in self._verified
+
+    def mark_verified(self, login: Login) -> None:
+        with self._verified_lock:
+            self._verified.add(login)
+
+    # -- bookkeeping ------------------------------------------------------
+
+    def invalidate(self, predicate: Callable[[CredentialKey], bool] | None = None) -> int:
+        """Drop cached logins whose key matches (``None``: all, with every verdict)."""
+        dropped = self._cache.invalidate(predicate)
+        if predicate is None:
+            with self._verified_lock:
+                self._verified = weakref.WeakSet()
+        return dropped
+
+    def stats(self) -> CacheStats:
+        return self._cache.stats()
+
+
+def _as_secret(call: Call) -> Call:
+    options = replace(call.options, method="secret", fallback=False)
+    aws = replace(call.aws, key=call.aws.key._replace(method="secret"))
+    return replace(call, options=options, resolved_aws=aws)
+
+
+def _same_login(a: Login, b: Login) -> bool:
+    if a.version_id is not None and b.version_id is not None:
+        return a.version_id == b.version_id
+    return a.user == b.user and hmac.compare_digest(a.password, b.password)
