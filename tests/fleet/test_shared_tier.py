@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,9 +20,10 @@ import rsauth
 from rsauth._cache import Lease
 from rsauth._fleet import SharedRequest
 from rsauth._fleet._crypto import Binding, KmsKey
+from rsauth._policies import Target, login_policy
 from rsauth._sources import Login
 from rsauth.sandbox import Sandbox
-from tests._iam import LOGIN_ACTIONS, WORKGROUPS, allow, make_role
+from tests._iam import LOGIN_ACTIONS, WORKGROUPS, allow, make_role, make_user
 from tests.conftest import register_secret
 from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
@@ -535,3 +537,44 @@ def test_sharing_across_sessions_of_a_role_is_an_opt_in(
             passwords.add(broker.credentials(workgroup=sandbox.workgroup).password)
     assert len(passwords) == 1
     assert get_credentials(sandbox) == 1
+
+
+def test_the_documented_fleet_kms_policy_is_exactly_enough(
+    sandbox: Sandbox, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An identity holding exactly the README's fleet-mode policy (rendered by
+    rsauth._policies) seals its entry in the store; without kms:GenerateDataKey it still
+    logs in (the store never breaks a connect) but says at WARNING which action KMS
+    refused, and nothing is shared."""
+    key = boto3.client("kms").create_key(Description="rsauth fleet policy")["KeyMetadata"]
+    plane = boto3.client("redshift-serverless")
+    workgroup = plane.get_workgroup(workgroupName=sandbox.workgroup)["workgroup"]
+    target = Target(region=sandbox.region, account=ACCOUNT, workgroup_id=workgroup["workgroupId"])
+    policy = login_policy("iam", target, fleet_kms_key_arn=key["Arn"])
+
+    def log_in(statements: list[dict[str, Any]]) -> list[str]:
+        name = f"fleet-least-{uuid.uuid4().hex[:8]}"
+        keys = make_user(name, *statements)
+        cache = rsauth.RedisCache(redis_server.url, kms_key_id=key["KeyId"])
+        session = boto3.session.Session(**keys)  # type: ignore[arg-type]
+        with rsauth.Broker(session=session, shared_cache=cache) as broker:
+            assert broker.credentials(workgroup=sandbox.workgroup).user == f"IAM:{name}"
+        return [
+            r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and r.name.startswith("rsauth")
+        ]
+
+    before = set(entry_keys(redis_server))
+    assert log_in(policy["Statement"]) == []
+    assert len(set(entry_keys(redis_server)) - before) == 1, "the entry went to the store"
+    for action in ("kms:GenerateDataKey",):  # Decrypt is first needed by another worker
+        caplog.clear()
+        smaller = [
+            {**s, "Action": [a for a in s["Action"] if a != action]}
+            if s["Sid"] == "FleetKeys" else s
+            for s in policy["Statement"]
+        ]
+        before = set(entry_keys(redis_server))
+        warnings = log_in(smaller)
+        assert any(action in w for w in warnings), warnings
+        assert set(entry_keys(redis_server)) == before, "nothing shared without the key"

@@ -425,7 +425,7 @@ class RedisCache:
                     "shared cache: could not seal %s with the %s (%s); not shared",
                     request.describe,
                     self._sealer.describe(),
-                    type(exc).__name__,
+                    _refusal(exc),
                 )
         return self._remember(lease, _Seen(entry_key, generation, blob))
 
@@ -511,3 +511,14 @@ def shared_cache_from_environ(environ: Mapping[str, str]) -> RedisCache | None:
     if not environ.get(URL_ENV):
         return None
     return RedisCache(environ=environ)
+
+
+def _refusal(exc: Exception) -> str:
+    """What went wrong, in words safe for a log line: KMS's error code and the action it
+    refused (an AccessDenied names a missing permission), else the exception's type."""
+    response = getattr(exc, "response", None)
+    operation = getattr(exc, "operation_name", None)
+    if isinstance(response, dict) and operation:
+        code = response.get("Error", {}).get("Code", "error")
+        return f"{code} on kms:{operation}"
+    return type(exc).__name__
