@@ -29,9 +29,7 @@ from tests.fleet.conftest import FLEET_KEY, RedisServer, entry_keys
 
 ACCOUNT = "123456789012"
 # What a fleet worker's role does: log in, and in KMS mode seal and open entries.
-MAY_LOG_IN = allow(
-    ["redshift-serverless:GetCredentials", "kms:GenerateDataKey", "kms:Decrypt"], "*"
-)
+MAY_LOG_IN = allow([*LOGIN_ACTIONS, "kms:GenerateDataKey", "kms:Decrypt"], "*")
 
 
 def current_user(connection: Any) -> str:
