@@ -48,3 +48,18 @@ def test_botocore_loggers_are_protected_on_import(caplog: pytest.LogCaptureFixtu
 def test_everything_after_an_escaped_quote_is_masked_too() -> None:
     text = "{'Plaintext': b'ab\\'pw-123', 'KeyId': 'k'}"
     assert _redact.redact(text) == "{'Plaintext': b'[secure]', 'KeyId': 'k'}"
+
+
+def test_protection_is_put_back_once_on_every_logger() -> None:
+    loggers = [logging.getLogger(name) for name in _redact._LOGGERS]
+    for logger in loggers:
+        logger.removeFilter(_redact._FILTER)
+    try:
+        _redact.protect_botocore_logs()
+        _redact.protect_botocore_logs()
+        assert [logger.filters.count(_redact._FILTER) for logger in loggers] == [1] * len(loggers)
+        assert _redact._FILTER not in logging.getLogger().filters
+    finally:
+        for logger in loggers:
+            if _redact._FILTER not in logger.filters:
+                logger.addFilter(_redact._FILTER)
