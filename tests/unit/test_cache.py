@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rsauth._cache import Lease, RefreshCache
+from rsauth._cache import Lease, RefreshCache, windows
 
 from .conftest import FakeClock
 
@@ -48,6 +48,7 @@ def make(clock: FakeClock) -> RefreshCache[str, str]:
 WINDOWS = [
     # L = 900: advisory when < 300 s left (after 600 s), mandatory when < 120 s left.
     (900, 599, False),
+    (900, 600, True),
     (900, 601, True),
     (900, 779, True),
     (900, 781, True),
@@ -349,7 +350,13 @@ def test_idle_slots_are_pruned_but_not_those_of_cached_or_busy_keys(clock: FakeC
     cache.discard("a")
     with cache._lock:
         busy = cache._slot("busy")
+    assert "a" in cache._slots  # three slots: below 2 * maxsize, nothing pruned yet
     with busy.lock:
         cache.get("c", CountingFetcher())
         cache.get("d", CountingFetcher())  # four slots: pruned before this one is made
     assert set(cache._slots) == {"b", "busy", "c", "d"}
+
+
+def test_jitter_beyond_one_still_stops_at_the_mandatory_instant() -> None:
+    entry = windows(0.0, Lease("v", lifetime=900), jitter=2.0, uniform=lambda: 1.0)
+    assert entry.advisory_at == entry.mandatory_at == 780

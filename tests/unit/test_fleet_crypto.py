@@ -204,18 +204,21 @@ class FakeKms:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.key_ids: list[str] = []
         self._keys: dict[bytes, tuple[bytes, dict[str, str]]] = {}
 
     def generate_data_key(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("GenerateDataKey")
+        self.key_ids.append(kwargs["KeyId"])
         assert kwargs["KeySpec"] == "AES_256"
         wrapped = f"wrapped-{len(self._keys)}".encode()
-        plaintext = bytes([len(self._keys)]) * 32
+        plaintext = bytes([len(self._keys) % 256]) * 32
         self._keys[wrapped] = (plaintext, kwargs["EncryptionContext"])
         return {"Plaintext": plaintext, "CiphertextBlob": wrapped}
 
     def decrypt(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("Decrypt")
+        self.key_ids.append(kwargs["KeyId"])
         plaintext, context = self._keys[kwargs["CiphertextBlob"]]
         if context != kwargs["EncryptionContext"]:
             raise PermissionError("InvalidCiphertextException")
@@ -240,6 +243,29 @@ def test_kms_mode_binds_the_data_key_to_the_identity() -> None:
     assert kms.calls.count("GenerateDataKey") == 1
     with pytest.raises(EntryRejected, match="another key mode"):
         FleetKey(KEY).open(BINDING, blob, no_kms)
+    assert set(kms.key_ids) == {"alias/rsauth"}
+
+
+def test_a_worker_opens_what_it_sealed_without_asking_kms() -> None:
+    kms = FakeKms()
+    sealer = KmsKey("alias/rsauth")
+    blob = sealer.seal(BINDING, b"login", lambda: kms)
+    assert sealer.open(BINDING, blob, lambda: kms) == b"login"
+    assert kms.calls == ["GenerateDataKey"]
+
+
+def test_opened_data_keys_are_bounded_oldest_first() -> None:
+    kms = FakeKms()
+    writer, reader = KmsKey("alias/rsauth"), KmsKey("alias/rsauth")
+    bindings = [
+        dataclasses.replace(BINDING, identity=f"arn:aws:iam::123456789012:role/r{n}")
+        for n in range(257)
+    ]
+    for binding in bindings:
+        reader.open(binding, writer.seal(binding, b"login", lambda: kms), lambda: kms)
+    assert len(reader._opened) == 256
+    kept = [identity for identity, _ in reader._opened]
+    assert kept == [binding.identity for binding in bindings[1:]]
 
 
 # An entry sealed by this format version, and its store key: every worker running the same
