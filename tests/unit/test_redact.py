@@ -63,3 +63,16 @@ def test_protection_is_put_back_once_on_every_logger() -> None:
         for logger in loggers:
             if _redact._FILTER not in logger.filters:
                 logger.addFilter(_redact._FILTER)
+
+
+def test_only_the_values_are_replaced() -> None:
+    assert (
+        _redact.redact("<SecretAccessKey>pw-123</SecretAccessKey>")
+        == "<SecretAccessKey>[secure]</SecretAccessKey>"
+    )
+    assert _redact.redact("x-amz-security-token:pw-123\n") == "x-amz-security-token:[secure]\n"
+
+
+def test_a_malformed_record_is_passed_on_not_dropped() -> None:
+    record = logging.LogRecord("botocore.parsers", logging.DEBUG, __file__, 1, "%s %s", (1,), None)
+    assert _redact.RedactSecrets().filter(record) is True
