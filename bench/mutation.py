@@ -37,6 +37,11 @@ ACCEPTED = [
         "a data key's age is read from time.monotonic, not an injected clock: one second "
         "or the boundary instant cannot be observed without sleeping for an hour",
     ),
+    (
+        r"if len\(blob\) <",
+        "the boundary blob is rejected either way (too short, or truncated, or failing "
+        "authentication); a sealed login is never empty",
+    ),
     (r"popitem\(last=False\)", "equivalent when the mutant passes None: falsy like False"),
     (
         r"now < entry\.mandatory_at",
