@@ -15,7 +15,7 @@ import queue
 import signal
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from rsauth.sandbox import Sandbox
 from tests._iam import make_role
 from tests.figures import Figures
 from tests.fleet import _worker
-from tests.fleet.conftest import FLEET_KEY, FleetScale, RedisServer, lease_keys
+from tests.fleet.conftest import FLEET_KEY, FleetScale, RedisServer, entry_keys, lease_keys
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,14 @@ def spec(
     }
 
 
+def wait_for(condition: Callable[[], object], *, what: str, within: float = 120) -> None:
+    """Wait for ``condition`` to hold; ``within`` only guards against a deadlock."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {within} s"
+        time.sleep(0.01)
+
+
 def get_credentials(sb: Sandbox) -> int:
     return sb.calls().get("redshift-serverless.GetCredentials", 0)
 
@@ -170,10 +178,12 @@ def test_one_fetch_per_lifetime_for_the_whole_fleet(
     )
     sandbox.reset_calls()
     gate.set()
-    time.sleep(seconds / 2)
+    # The joiners start once the fleet has published a login: the warm one finds it.
+    wait_for(lambda: entry_keys(redis_server), what="the fleet's login in the store")
     joiners.set()
-    joined = {s["name"]: s for s in fleet.collect(2, timeout=60)}
-    together = fleet.collect(workers, timeout=seconds + 60)
+    summaries = fleet.collect(workers + 2, timeout=seconds + 120)
+    joined = {s["name"]: s for s in summaries if s["name"]}
+    together = [s for s in summaries if not s["name"]]
     shared_calls = get_credentials(sandbox)
     assert_no_failures(together, workers)
     assert_no_failures(list(joined.values()), 2)
@@ -192,10 +202,11 @@ def test_one_fetch_per_lifetime_for_the_whole_fleet(
     figures["warm_join_get_credentials"] = joined["warm"]["stats"].get(
         "redshift-serverless.GetCredentials", 0
     )
-    # Alone, each worker refreshes about every 2/3 of a lifetime; shared, the whole fleet
-    # makes about as many calls as one worker alone.
-    assert per_lifetime_alone >= workers * 0.9
-    assert per_lifetime_shared <= 1.5 * per_lifetime_alone / workers
+    # Alone, every worker fetches for itself; shared, the whole fleet makes about as many
+    # calls as one worker alone (counted, not timed: a loaded machine stretches both runs).
+    own_fetches = [s["stats"].get("redshift-serverless.GetCredentials", 0) for s in alone]
+    assert min(own_fetches) >= 1
+    assert shared_calls - 1 <= 2 * max(own_fetches) < workers
     assert joined["warm"]["stats"].get("redshift-serverless.GetCredentials", 0) == 0
     assert {u for s in together for u in s["users"]} == {"IAM:sandbox-admin"}
 
@@ -207,30 +218,32 @@ def test_the_lease_holder_killed_mid_fetch(
     fleet_scale: FleetScale,
     figures: Figures,
 ) -> None:
+    # The waiters' own patience is long: giving up on the dead holder and fetching alone
+    # would show as many fetches, not as a slow test.
     workers, lease = fleet_scale.workers, 2.0
-    cache = {"lease_seconds": lease, "wait_seconds": 2 * lease}
+    cache = {"lease_seconds": lease, "wait_seconds": 60.0}
     gate = fleet.start(
         [spec(sandbox, seconds=1.0, store=redis_server, cache=cache) for _ in range(workers)]
     )
     sandbox.latency(3 * lease, operation="GetCredentials", count=1)  # the first fetch hangs
     sandbox.reset_calls()
     gate.set()
-    deadline = time.monotonic() + 30
-    holder = None
-    while holder is None and time.monotonic() < deadline:
+    tokens: list[bytes] = []
+
+    def lease_taken() -> bool:
         keys = lease_keys(redis_server)
-        if keys:
-            token = redis_server.client().get(keys[0])
-            holder = int(token.decode().split(":")[1]) if token else None
-        else:
-            time.sleep(0.005)
-    assert holder is not None, "no worker took the lease"
+        token = redis_server.client().get(keys[0]) if keys else None
+        if token:
+            tokens.append(token)
+        return bool(token)
+
+    wait_for(lease_taken, what="lease taken")
+    holder = int(tokens[0].decode().split(":")[1])
     leased_at = time.time()
     # Mid-fetch: its GetCredentials call has reached AWS (and hangs there).
-    while get_credentials(sandbox) < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: get_credentials(sandbox) >= 1, what="GetCredentials from the holder")
     os.kill(holder, signal.SIGKILL)
-    summaries = fleet.collect(workers - 1, timeout=60)
+    summaries = fleet.collect(workers - 1, timeout=180)
     assert_no_failures(summaries, workers - 1)
     assert holder not in {s["pid"] for s in summaries}
     # From the moment the (soon dead) holder took the lease to each worker's login, and to
@@ -243,9 +256,14 @@ def test_the_lease_holder_killed_mid_fetch(
     figures["median_login_after_lease_taken_s"] = round(statistics.median(waited), 2)
     figures["slowest_connect_after_lease_taken_s"] = round(max(connected), 2)
     figures["get_credentials"] = get_credentials(sandbox)
-    # Nobody waits past the dead holder's lease by more than a poll and one ordinary fetch.
-    assert max(waited) < lease + 1.0
-    assert get_credentials(sandbox) <= 3
+    # When the dead holder's lease lapses, one waiter takes it over and fetches for all the
+    # others; nobody sits out its own patience and fetches alone. (A second takeover is
+    # allowed: on a loaded machine the new holder's fetch may outlast its 2 s lease.)
+    fetched_here = [
+        s["pid"] for s in summaries if s["stats"].get("redshift-serverless.GetCredentials", 0)
+    ]
+    assert 1 <= len(fetched_here) <= 2, fetched_here
+    assert get_credentials(sandbox) == 1 + len(fetched_here)
 
 
 def test_the_store_stopped_mid_run(
@@ -259,7 +277,7 @@ def test_the_store_stopped_mid_run(
     workers, seconds = fleet_scale.workers, 2.5 * short_lifetime
     gate = fleet.start([spec(sandbox, seconds=seconds, store=redis_server) for _ in range(workers)])
     gate.set()
-    time.sleep(short_lifetime / 2)
+    wait_for(lambda: entry_keys(redis_server), what="login in the store")
     redis_server.stop()
     summaries = fleet.collect(workers, timeout=seconds + 60)
     assert_no_failures(summaries, workers)
@@ -270,7 +288,10 @@ def test_the_store_stopped_mid_run(
     figures["workers"] = workers
     figures["connects"] = sum(s["connects"] for s in summaries)
     figures["warnings_per_worker"] = sorted({len(w) for w in warned})
-    assert all(len(w) == 1 for w in warned), warned
+    # One warning per worker, not one per call; a worker that needed no login from the
+    # store after it stopped (its run ended first on a loaded machine) has none to give.
+    assert all(len(w) <= 1 for w in warned), warned
+    assert any(warned), "no worker noticed the store had stopped"
 
 
 def test_two_identities_in_one_fleet(
@@ -278,25 +299,43 @@ def test_two_identities_in_one_fleet(
     redis_server: RedisServer,
     fleet: Fleet,
     fleet_scale: FleetScale,
-    short_lifetime: float,
     figures: Figures,
 ) -> None:
+    # Logins that outlive the run, and a lease and patience no fetch outlasts, however
+    # loaded the machine: each identity is then fetched exactly once, whatever the timing.
+    cache = {"lease_seconds": 60.0, "wait_seconds": 60.0}
     roles = {
         make_role("fleet-blue"): "IAMR:fleet-blue",
         make_role("fleet-green"): "IAMR:fleet-green",
     }
     specs = [
-        spec(sandbox, seconds=short_lifetime, store=redis_server, role_arn=role, name=role)
+        spec(
+            sandbox,
+            seconds=fleet_scale.lifetime,
+            store=redis_server,
+            role_arn=role,
+            name=role,
+            cache=cache,
+        )
         for role in roles
         for _ in range(fleet_scale.workers // 2)
     ]
     gate = fleet.start(specs)
     sandbox.reset_calls()
     gate.set()
-    summaries = fleet.collect(len(specs), timeout=short_lifetime + 60)
+    summaries = fleet.collect(len(specs), timeout=fleet_scale.lifetime + 180)
     assert_no_failures(summaries, len(specs))
     for summary in summaries:
         assert summary["users"] == [roles[summary["name"]]], summary["users"]
     figures["workers"] = len(specs)
     figures["get_credentials"] = get_credentials(sandbox)
-    assert get_credentials(sandbox) <= 2 * 3
+    fetches = {
+        role: sum(
+            s["stats"].get("redshift-serverless.GetCredentials", 0)
+            for s in summaries
+            if s["name"] == role
+        )
+        for role in roles
+    }
+    assert fetches == {role: 1 for role in roles}
+    assert get_credentials(sandbox) == 2

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rsauth._cache import Lease, RefreshCache
+from rsauth._cache import Lease, RefreshCache, windows
 
 from .conftest import FakeClock
 
@@ -48,6 +48,7 @@ def make(clock: FakeClock) -> RefreshCache[str, str]:
 WINDOWS = [
     # L = 900: advisory when < 300 s left (after 600 s), mandatory when < 120 s left.
     (900, 599, False),
+    (900, 600, True),
     (900, 601, True),
     (900, 779, True),
     (900, 781, True),
@@ -288,3 +289,74 @@ def test_cache_logs_name_events_not_values(
     assert "cache hit" in text
     assert "fetched" in text
     assert "s3cr3t-value" not in text
+
+
+def test_a_lease_without_lifetime_or_interval_is_kept_until_dropped(clock: FakeClock) -> None:
+    cache = make(clock)
+    fetch = CountingFetcher(lifetime=None)
+    assert cache.get("k", fetch) == "v1"
+    clock.advance(10 * 365 * 86400)
+    assert cache.get("k", fetch) == "v1"
+    assert fetch.calls == 1
+
+
+def test_a_refresh_finished_meanwhile_is_served_not_repeated(clock: FakeClock) -> None:
+    # An advisory caller that read the old entry, then got the key's lock after another
+    # caller refreshed it, serves the new value and counts a hit.
+    cache = make(clock)
+    cache.get("k", CountingFetcher())
+    cache.get("k", CountingFetcher())  # a hit, so the counts below start above zero
+    clock.advance(700)  # the advisory window
+    seen = cache._peek("k")
+    assert seen is not None
+    cache.put("k", Lease("refreshed", lifetime=900))
+    hits = cache.stats().hits
+    fetch = CountingFetcher()
+    with cache._lock:
+        slot = cache._slot("k")
+    assert cache._advisory("k", slot, seen, fetch) == "refreshed"
+    assert fetch.calls == 0
+    assert cache.stats().hits == hits + 1
+
+
+def test_a_refresh_due_right_now_is_made(clock: FakeClock) -> None:
+    cache = make(clock)
+    cache.get("k", CountingFetcher())
+    clock.advance(600)  # exactly the advisory instant of the entry below
+    seen = cache._peek("k")
+    assert seen is not None
+    cache.put("k", Lease("put", lifetime=900))
+    clock.advance(600)
+    fetch = CountingFetcher()
+    with cache._lock:
+        slot = cache._slot("k")
+    assert cache._advisory("k", slot, seen, fetch) == "v1"
+    assert fetch.calls == 1
+
+
+def test_put_spreads_the_advisory_instant_too(clock: FakeClock) -> None:
+    cache: RefreshCache[str, str] = RefreshCache("t", clock=clock, jitter=1.0)
+    cache.put("k", Lease("put", lifetime=900))
+    clock.advance(600)  # L/3 before expiry: with jitter, the advisory instant is later
+    fetch = CountingFetcher()
+    assert cache.get("k", fetch) == "put"
+    assert fetch.calls == 0
+
+
+def test_idle_slots_are_pruned_but_not_those_of_cached_or_busy_keys(clock: FakeClock) -> None:
+    cache: RefreshCache[str, str] = RefreshCache("t", clock=clock, maxsize=2)
+    cache.get("a", CountingFetcher())
+    cache.get("b", CountingFetcher())
+    cache.discard("a")
+    with cache._lock:
+        busy = cache._slot("busy")
+    assert "a" in cache._slots  # three slots: below 2 * maxsize, nothing pruned yet
+    with busy.lock:
+        cache.get("c", CountingFetcher())
+        cache.get("d", CountingFetcher())  # four slots: pruned before this one is made
+    assert set(cache._slots) == {"b", "busy", "c", "d"}
+
+
+def test_jitter_beyond_one_still_stops_at_the_mandatory_instant() -> None:
+    entry = windows(0.0, Lease("v", lifetime=900), jitter=2.0, uniform=lambda: 1.0)
+    assert entry.advisory_at == entry.mandatory_at == 780

@@ -13,12 +13,14 @@ from rsauth import ConfigurationError
 from rsauth._fleet._crypto import (
     FORMAT_VERSION,
     IDENTITY_CONTEXT,
+    MIN_DISTINCT_BYTES,
     Binding,
     EntryRejected,
     FleetKey,
     KmsKey,
     binding_identity,
     derive,
+    encryption_context,
     normalise_identity,
     parse_fleet_key,
 )
@@ -202,18 +204,21 @@ class FakeKms:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.key_ids: list[str] = []
         self._keys: dict[bytes, tuple[bytes, dict[str, str]]] = {}
 
     def generate_data_key(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("GenerateDataKey")
+        self.key_ids.append(kwargs["KeyId"])
         assert kwargs["KeySpec"] == "AES_256"
         wrapped = f"wrapped-{len(self._keys)}".encode()
-        plaintext = bytes([len(self._keys)]) * 32
+        plaintext = bytes([len(self._keys) % 256]) * 32
         self._keys[wrapped] = (plaintext, kwargs["EncryptionContext"])
         return {"Plaintext": plaintext, "CiphertextBlob": wrapped}
 
     def decrypt(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append("Decrypt")
+        self.key_ids.append(kwargs["KeyId"])
         plaintext, context = self._keys[kwargs["CiphertextBlob"]]
         if context != kwargs["EncryptionContext"]:
             raise PermissionError("InvalidCiphertextException")
@@ -238,3 +243,64 @@ def test_kms_mode_binds_the_data_key_to_the_identity() -> None:
     assert kms.calls.count("GenerateDataKey") == 1
     with pytest.raises(EntryRejected, match="another key mode"):
         FleetKey(KEY).open(BINDING, blob, no_kms)
+    assert set(kms.key_ids) == {"alias/rsauth"}
+
+
+def test_a_worker_opens_what_it_sealed_without_asking_kms() -> None:
+    kms = FakeKms()
+    sealer = KmsKey("alias/rsauth")
+    blob = sealer.seal(BINDING, b"login", lambda: kms)
+    assert sealer.open(BINDING, blob, lambda: kms) == b"login"
+    assert kms.calls == ["GenerateDataKey"]
+
+
+def test_opened_data_keys_are_bounded_oldest_first() -> None:
+    kms = FakeKms()
+    writer, reader = KmsKey("alias/rsauth"), KmsKey("alias/rsauth")
+    bindings = [
+        dataclasses.replace(BINDING, identity=f"arn:aws:iam::123456789012:role/r{n}")
+        for n in range(257)
+    ]
+    for binding in bindings:
+        reader.open(binding, writer.seal(binding, b"login", lambda: kms), lambda: kms)
+    assert len(reader._opened) == 256
+    kept = [identity for identity, _ in reader._opened]
+    assert kept == [binding.identity for binding in bindings[1:]]
+
+
+# An entry sealed by this format version, and its store key: every worker running the same
+# format version must read them, whichever release it runs (a fleet upgrades one worker at
+# a time). Pins the subkey derivation, the associated data and the canonical binding.
+SEALED_V1 = bytes.fromhex(
+    "0146000026cd92eb01cb097969239bfed71d8db99e0763dccbcf50c3d12e7973975c703df6"
+)
+STORE_KEY_V1 = "8d858d3a14b5206edda646414b67e0d9a6f36e8c7cd40e77a7158ef662704c7b"
+KMS_STORE_KEY_V1 = "a249ed5e0433ad3cf9da1cd07e0a8bb4a4a3554d28e737c903f6274464ae2ce0"
+
+
+def test_entries_of_this_format_version_stay_readable() -> None:
+    sealer = FleetKey(KEY)
+    assert sealer.open(BINDING, SEALED_V1, no_kms) == b"login"
+    assert sealer.store_key(BINDING) == STORE_KEY_V1
+    assert KmsKey("alias/x").store_key(BINDING) == KMS_STORE_KEY_V1
+
+
+def test_kms_context_says_what_the_data_key_is_for() -> None:
+    assert encryption_context("arn:aws:iam::123456789012:role/etl") == {
+        IDENTITY_CONTEXT: "arn:aws:iam::123456789012:role/etl",
+        "rsauth:purpose": "shared-cache",
+    }
+
+
+def test_url_safe_base64_keys_with_both_substitutions() -> None:
+    key = bytes(range(224, 256))
+    text = base64.urlsafe_b64encode(key).decode()
+    assert "-" in text
+    assert "_" in text
+    assert parse_fleet_key(text, source="k") == key
+
+
+def test_a_key_with_exactly_the_minimum_of_distinct_bytes_is_taken() -> None:
+    key = bytes(range(MIN_DISTINCT_BYTES)) * (32 // MIN_DISTINCT_BYTES)
+    assert len(set(key)) == MIN_DISTINCT_BYTES
+    assert parse_fleet_key(key, source="k") == key

@@ -48,3 +48,31 @@ def test_botocore_loggers_are_protected_on_import(caplog: pytest.LogCaptureFixtu
 def test_everything_after_an_escaped_quote_is_masked_too() -> None:
     text = "{'Plaintext': b'ab\\'pw-123', 'KeyId': 'k'}"
     assert _redact.redact(text) == "{'Plaintext': b'[secure]', 'KeyId': 'k'}"
+
+
+def test_protection_is_put_back_once_on_every_logger() -> None:
+    loggers = [logging.getLogger(name) for name in _redact._LOGGERS]
+    for logger in loggers:
+        logger.removeFilter(_redact._FILTER)
+    try:
+        _redact.protect_botocore_logs()
+        _redact.protect_botocore_logs()
+        assert [logger.filters.count(_redact._FILTER) for logger in loggers] == [1] * len(loggers)
+        assert _redact._FILTER not in logging.getLogger().filters
+    finally:
+        for logger in loggers:
+            if _redact._FILTER not in logger.filters:
+                logger.addFilter(_redact._FILTER)
+
+
+def test_only_the_values_are_replaced() -> None:
+    assert (
+        _redact.redact("<SecretAccessKey>pw-123</SecretAccessKey>")
+        == "<SecretAccessKey>[secure]</SecretAccessKey>"
+    )
+    assert _redact.redact("x-amz-security-token:pw-123\n") == "x-amz-security-token:[secure]\n"
+
+
+def test_a_malformed_record_is_passed_on_not_dropped() -> None:
+    record = logging.LogRecord("botocore.parsers", logging.DEBUG, __file__, 1, "%s %s", (1,), None)
+    assert _redact.RedactSecrets().filter(record) is True

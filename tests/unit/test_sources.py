@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -162,3 +163,41 @@ def test_a_secret_with_an_ip_address_and_a_port_string_is_accepted() -> None:
         secret_id="s", version_id=None,
     )
     assert (login.host, login.port) == ("10.0.0.5", 5439)
+
+
+def _secret(**fields: object) -> str:
+    return json.dumps({"username": "admin", "password": "pw-1", **fields})
+
+
+@pytest.mark.parametrize("port", [1, 65535, "1", "65535"])
+def test_secret_ports_at_both_ends_are_taken(port: object) -> None:
+    assert parse_secret(_secret(port=port), secret_id="s", version_id=None).port == int(
+        str(port)
+    )
+
+
+@pytest.mark.parametrize("port", [0, 65536, "0", "65536", True, "\uff18"])
+def test_secret_ports_outside_are_refused_by_name(port: object) -> None:
+    with pytest.raises(ConfigurationError, match="'port' is not a TCP port"):
+        parse_secret(_secret(port=port), secret_id="s", version_id=None)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"username": ""}, {"password": ""}, {"username": "", "password": ""}, {"username": 7}],
+)
+def test_a_secret_needs_both_user_and_password(fields: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError, match="needs string fields") as raised:
+        parse_secret(_secret(**fields), secret_id="s", version_id=None)
+    assert "it has: password, username" in str(raised.value)
+
+
+def test_empty_host_and_dbname_mean_not_given() -> None:
+    login = parse_secret(_secret(host="", dbname=""), secret_id="s", version_id=None)
+    assert (login.host, login.database) == (None, None)
+
+
+def test_a_bad_host_in_a_secret_is_named_not_shown() -> None:
+    with pytest.raises(ConfigurationError, match="its 'host' is not a DNS name") as raised:
+        parse_secret(_secret(host="bad host\n"), secret_id="s", version_id=None)
+    assert "bad host" not in str(raised.value)

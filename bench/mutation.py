@@ -1,0 +1,170 @@
+"""Summarise a ``mutmut run`` (make mutate) into bench/results/mutation.json.
+
+Reads mutmut's result files under ``mutants/`` (one ``.meta`` per mutated module) and
+writes, per module, how many mutants were killed and how many survived, and for each
+survivor its place in the source and the change it made, so a survivor can be found
+and either killed with a test or listed as accepted in docs/testing.md.
+
+Run from the project root after ``mutmut run``: ``python bench/mutation.py [seconds]``
+(``seconds``: how long the run took, recorded as given).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+from mutmut.stats import status_by_exit_code
+
+# Survivors accepted without a test, each by a rule (docs/testing.md): the changed source
+# line matches the pattern. Everything else that survives is a test still to write.
+ACCEPTED = [
+    (
+        r"raise EntryRejected\(",
+        "the reason a shared entry is rejected: logged at DEBUG only, and the entry is "
+        "rejected whatever it says (the rejection itself is tested)",
+    ),
+    (r"self\._count_hit\(key\)", "the key names the entry in a DEBUG line only"),
+    (r"self\._name = name", "the cache's name appears in log lines only"),
+    (r"salt=None", "equivalent: HKDF's salt defaults to None (RFC 5869: a zero salt)"),
+    (
+        r"data_key_seconds|now - cached\[0\] <",
+        "a data key's age is read from time.monotonic, not an injected clock: one second "
+        "or the boundary instant cannot be observed without sleeping for an hour",
+    ),
+    (
+        r"if len\(blob\) <",
+        "the boundary blob is rejected either way (too short, or truncated, or failing "
+        "authentication); a sealed login is never empty",
+    ),
+    (r"popitem\(last=False\)", "equivalent when the mutant passes None: falsy like False"),
+    (
+        r"now < entry\.mandatory_at",
+        "equivalent at the instant itself: an advisory or a mandatory refresh both fetch",
+    ),
+]
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "mutants"
+OUT = ROOT / "bench" / "results" / "mutation.json"
+
+
+def _function_of(name: str) -> str:
+    """``rsauth._cache.xǁ_Slotǁ__init____mutmut_1`` -> ``_Slot.__init__``."""
+    local = name.rpartition("__mutmut_")[0].rpartition(".")[2]
+    if local.startswith("xǁ"):
+        return ".".join(local[2:].split("ǁ"))
+    return local.removeprefix("x_")
+
+
+def _survivor(name: str, source: Path) -> dict[str, Any]:
+    diff = get_diff_for_mutant(name, path=source)
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and line[1:2] != "-"]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and line[1:2] != "+"]
+    original = (ROOT / source).read_text().splitlines()
+    function = _function_of(name).rpartition(".")[2]
+    start = next(
+        (i for i, line in enumerate(original) if f"def {function}(" in line),
+        0,
+    )
+    line_number = None
+    if removed:
+        wanted = removed[0].strip()
+        line_number = next(
+            (i + 1 for i in range(start, len(original)) if original[i].strip() == wanted),
+            None,
+        )
+    reason = next(
+        (why for pattern, why in ACCEPTED if any(re.search(pattern, line) for line in removed)),
+        None,
+    )
+    return {
+        "accepted": reason,
+        "mutant": name,
+        "function": _function_of(name),
+        "line": line_number,
+        "was": [line.strip() for line in removed],
+        "became": [line.strip() for line in added],
+    }
+
+
+def summarise() -> dict[str, Any]:
+    modules: dict[str, Any] = {}
+    for meta in sorted(MUTANTS.glob("src/**/*.py.meta")):
+        source = meta.relative_to(MUTANTS).with_suffix("")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        statuses = {name: status_by_exit_code[code] for name, code in codes.items()}
+        checked = {n: s for n, s in statuses.items() if s != "not checked"}
+        if not checked:
+            continue
+        counts = Counter(checked.values())
+        # A mutant that makes its tests hang past mutmut's timeout is detected too.
+        decided = counts["killed"] + counts["timeout"] + counts["survived"]
+        survivors = [
+            _survivor(name, source) for name, s in sorted(checked.items()) if s == "survived"
+        ]
+        accepted = sum(1 for survivor in survivors if survivor["accepted"])
+        modules[str(source)] = {
+            "mutants": len(checked),
+            "killed": counts["killed"],
+            "survived": counts["survived"],
+            "no_tests": counts["no tests"],
+            "timeout": counts["timeout"],
+            "other": {
+                s: n
+                for s, n in counts.items()
+                if s not in {"killed", "survived", "no tests", "timeout"}
+            },
+            "accepted": accepted,
+            "detected_percent": (
+                round(100 * (decided - counts["survived"]) / decided, 1) if decided else None
+            ),
+            # Of the mutants not accepted as equivalent or harmless.
+            "detected_percent_of_the_rest": (
+                round(100 * (decided - counts["survived"]) / (decided - accepted), 1)
+                if decided > accepted
+                else None
+            ),
+            "survivors": survivors,
+        }
+    detected = sum(m["killed"] + m["timeout"] for m in modules.values())
+    survived = sum(m["survived"] for m in modules.values())
+    accepted = sum(m["accepted"] for m in modules.values())
+    return {
+        "tool": "mutmut",
+        "killed": sum(m["killed"] for m in modules.values()),
+        "timeout": sum(m["timeout"] for m in modules.values()),
+        "survived": survived,
+        "accepted": accepted,
+        "detected_percent": (
+            round(100 * detected / (detected + survived), 1) if detected else None
+        ),
+        "detected_percent_of_the_rest": (
+            round(100 * detected / (detected + survived - accepted), 1) if detected else None
+        ),
+        "modules": modules,
+    }
+
+
+def main() -> None:
+    report = summarise()
+    if len(sys.argv) > 1:
+        report["seconds"] = round(float(sys.argv[1]))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    for source, module in report["modules"].items():
+        print(
+            f"{source}: {module['killed']} killed, {module['timeout']} timed out, "
+            f"{module['survived']} survived ({module['accepted']} accepted; "
+            f"{module['detected_percent_of_the_rest']} % of the rest detected), "
+            f"{module['no_tests']} without tests"
+        )
+    print(f"written to {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
