@@ -56,6 +56,7 @@ def connect(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
     **driver_kwargs: Any,
 ) -> Connection:
     """A ``redshift_connector`` connection to a Redshift Serverless workgroup.
@@ -87,6 +88,7 @@ def get_credentials(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
 ) -> Credentials:
     """The current :class:`Credentials` for a workgroup (cached, refreshed ahead of expiry)."""
     return default_broker().credentials(**given_settings(locals()))
