@@ -59,6 +59,10 @@ def resuming_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+def select_one(connection: Any) -> Any:
+    return connection.cursor().execute("select 1").fetchone()[0]
+
+
 def asleep(sb: Sandbox, seconds: float) -> None:
     sb.set_idle_resume(seconds, idle_after=0)
     wait_for(lambda: idle(sb)["state"] == "asleep", "the workgroup to sleep")
@@ -76,7 +80,7 @@ def test_a_resume_longer_than_the_driver_timeout_is_waited_out_in_one_connect(
         before = sleepy.front_stats()
         # timeout=1 would have failed the held answer: it bounds each read, not the resume.
         with broker.connect(workgroup=sleepy.workgroup, timeout=1) as connection:
-            assert connection.cursor().execute("select 1").fetchone()[0] == 1
+            assert select_one(connection) == 1
             assert connection._usock.gettimeout() == 1, "the driver's timeout is back"
     after = sleepy.front_stats()
     assert after["connections"] - before["connections"] == 1, "no second attempt"
@@ -105,7 +109,8 @@ def test_a_resume_longer_than_resume_timeout_is_a_connect_error_naming_it(
     message = str(caught.value)
     assert "did not resume within 1 s" in message
     assert "resume_timeout" in message
-    assert "authentication" not in message.lower() and "refused" not in message
+    assert "authentication" not in message.lower()
+    assert "refused" not in message
     assert sleepy.front_stats()["connections"] - before == 1, "no second attempt"
     assert resuming_lines(caplog) == []
 
@@ -128,7 +133,7 @@ def test_an_awake_workgroup_logs_no_resume(
     sleepy: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     with rsauth.Broker() as broker, broker.connect(workgroup=sleepy.workgroup, timeout=30) as c:
-        assert c.cursor().execute("select 1").fetchone()[0] == 1
+        assert select_one(c) == 1
         assert c._usock.gettimeout() == 30
     assert resuming_lines(caplog) == []
 
@@ -162,7 +167,7 @@ def test_other_threads_sockets_are_untouched_while_one_waits(sleepy: Sandbox) ->
         def held() -> None:
             try:
                 with broker.connect(workgroup=sleepy.workgroup) as connection:
-                    outcome.append(connection.cursor().execute("select 1").fetchone()[0])
+                    outcome.append(select_one(connection))
             except Exception as exc:  # reported through outcome
                 outcome.append(exc)
 
