@@ -134,11 +134,21 @@ def test_missing_aws_credentials_fail_at_the_credentials_step(cli: Cli) -> None:
 
 
 def test_a_workgroup_that_is_not_available(cli: Cli, sandbox: Sandbox) -> None:
-    sandbox.set_workgroup_status("MODIFYING")
+    sandbox.set_workgroup_status("CREATING")
     result = cli("doctor")
     assert result.returncode == 1
     checks = report(result)
-    assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is MODIFYING, not AVAILABLE")
+    assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is CREATING, not AVAILABLE")
+
+
+def test_a_workgroup_being_modified_is_checked_like_an_available_one(
+    cli: Cli, sandbox: Sandbox
+) -> None:
+    sandbox.set_workgroup_status("MODIFYING")
+    result = cli("doctor")
+    assert report(result)["workgroup"] == (
+        "✓", "default-workgroup is MODIFYING (namespace default-namespace)"
+    ), result.stdout
 
 
 def test_a_custom_domain_is_checked_on_its_workgroups_port(cli: Cli, sandbox: Sandbox) -> None:

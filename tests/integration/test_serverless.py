@@ -192,3 +192,23 @@ def test_bad_resume_timeouts_name_the_field() -> None:
         rsauth.Broker(environ={"RSAUTH_RESUME_TIMEOUT": "soon"}).credentials(
             workgroup="default-workgroup"
         )
+
+
+# -- a workgroup being modified ---------------------------------------------------------
+
+
+def test_a_workgroup_being_modified_is_connected_to_with_a_cold_cache(sandbox: Sandbox) -> None:
+    sandbox.set_workgroup_status("MODIFYING")
+    with rsauth.Broker() as broker, broker.connect(workgroup=sandbox.workgroup) as connection:
+        assert select_one(connection) == 1
+
+
+def test_a_workgroup_being_modified_is_connected_to_with_a_warm_cache(sandbox: Sandbox) -> None:
+    with rsauth.Broker() as broker:
+        broker.credentials(workgroup=sandbox.workgroup)  # the endpoint is cached
+        sandbox.set_workgroup_status("MODIFYING")
+        broker.invalidate()  # and forgotten: the rule does not hang on the cache
+        with broker.connect(workgroup=sandbox.workgroup) as connection:
+            assert select_one(connection) == 1
+        with broker.connect(workgroup=sandbox.workgroup) as connection:  # cached again
+            assert select_one(connection) == 1

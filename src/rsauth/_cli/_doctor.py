@@ -31,7 +31,7 @@ from rsauth._broker import DEFAULT_DATABASE, Broker, connection_origin
 from rsauth._cli._context import Context, cli_wording
 from rsauth._credentials import describe_remaining
 from rsauth._driver import DRIVER_CA_BUNDLE
-from rsauth._endpoint import DEFAULT_PORT, find_custom_domain
+from rsauth._endpoint import DEFAULT_PORT, SERVING, find_custom_domain
 from rsauth._errors import ConfigurationError, NotFoundError, RsauthError, ServiceError
 from rsauth._sources import AwsContext
 from rsauth._sources.iam import IamSource
@@ -223,7 +223,7 @@ class Doctor:
         status = workgroup.get("status", "")
         self._namespace = workgroup.get("namespaceName")
         endpoint: Any = workgroup.get("endpoint") or {}
-        if status != "AVAILABLE":
+        if status not in SERVING:
             raise _Failed(
                 f"workgroup {name!r} is {status or 'in an unknown state'}, not AVAILABLE",
                 "wait until it is AVAILABLE (aws redshift-serverless get-workgroup "
@@ -235,7 +235,7 @@ class Doctor:
             endpoint["address"],
             int(endpoint.get("port") or workgroup.get("port") or DEFAULT_PORT),
         )
-        return _Passed(f"{name} is AVAILABLE (namespace {self._namespace})")
+        return _Passed(f"{name} is {status} (namespace {self._namespace})")
 
     def _check_custom_domain(self, domain: str, port: int | None) -> _Passed:
         if port:
