@@ -212,3 +212,24 @@ def test_a_workgroup_being_modified_is_connected_to_with_a_warm_cache(sandbox: S
             assert select_one(connection) == 1
         with broker.connect(workgroup=sandbox.workgroup) as connection:  # cached again
             assert select_one(connection) == 1
+
+
+# -- refusals in Redshift's words -------------------------------------------------------
+
+
+def test_an_expired_temporary_password_is_replaced_by_a_fresh_login_and_one_retry(
+    sandbox: Sandbox,
+) -> None:
+    with rsauth.Broker() as broker:
+        broker.connect(workgroup=sandbox.workgroup).close()
+        assert sandbox.expire_passwords() >= 1
+        before = sandbox.front_stats()
+        with broker.connect(workgroup=sandbox.workgroup) as connection:
+            assert select_one(connection) == 1
+        after = sandbox.front_stats()
+        # The front answered "IAM Authentication token has expired" once, then let the
+        # fresh login in: one retry, one more GetCredentials.
+        assert after["logins_refused"] - before["logins_refused"] == 1
+        assert after["logins_ok"] - before["logins_ok"] == 1
+        assert broker.stats()["login.retries"] == 1
+    assert sandbox.calls()["redshift-serverless.GetCredentials"] == 2
