@@ -201,3 +201,30 @@ def test_an_unknown_key_is_called_invalid_not_short_of_a_permission(cli: Cli) ->
     mark, _ = report(result)["caller identity"]
     assert mark == "✗"
     assert "moto" not in result.stdout
+
+
+def test_the_doctor_says_the_login_step_costs_compute_before_taking_it(
+    cli: Cli, sandbox: Sandbox
+) -> None:
+    result = cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    notice = next(i for i, line in enumerate(lines) if "resumes a sleeping workgroup" in line)
+    login = next(i for i, line in enumerate(lines) if line[2:].startswith("login "))
+    assert notice < login, "said before the login step"
+    assert "billed" in lines[notice]
+    assert "--no-login" in lines[notice]
+
+
+def test_no_login_skips_the_only_step_that_logs_in(cli: Cli, sandbox: Sandbox) -> None:
+    before = sandbox.front_stats()
+    result = cli("doctor", "--no-login")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = report(result)
+    assert checks["login"][0] == "-"
+    assert checks["login"][1].startswith("skipped: --no-login")
+    assert checks["TLS"][0] == "✓", "everything before the login is still checked"
+    after = sandbox.front_stats()
+    assert after["logins_ok"] == before["logins_ok"], "no session at the server"
+    assert after["logins_refused"] == before["logins_refused"]
+    assert "resumes a sleeping workgroup" in checks["login"][1]
