@@ -147,7 +147,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                 flag, choices=[m for m in METHODS if m != "password"], help=text
             )
         else:
-            metavar = {"duration": "SECONDS", "custom_domain": "DOMAIN"}.get(name, name.upper())
+            metavar = {
+                "duration": "SECONDS", "resume_timeout": "SECONDS", "custom_domain": "DOMAIN"
+            }.get(name, name.upper())
             group.add_argument(flag, dest=name, metavar=metavar, help=text)
     parser.add_argument(
         "--debug",
