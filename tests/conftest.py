@@ -11,6 +11,7 @@ from typing import Any
 import botocore.parsers
 import pytest
 
+import rsauth._api
 from rsauth.sandbox import Sandbox
 
 
@@ -40,6 +41,17 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test's ``rsauth.connect`` starts from a default Broker of its own, as each
+    process does: one made by an earlier test would keep that test's AWS session."""
+    monkeypatch.setattr(rsauth._api, "_default", None)
+    yield
+    made = rsauth._api._default
+    if made is not None:
+        made.close()
 
 
 # The sandboxes started in this test session, for the leak scan.

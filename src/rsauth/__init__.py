@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from rsauth._api import connect, get_credentials
+from rsauth._api import connect, connect_async, get_credentials, get_credentials_async
 from rsauth._broker import Broker
 from rsauth._credentials import Credentials
 from rsauth._errors import (
@@ -40,7 +40,9 @@ __all__ = [
     "ServiceError",
     "__version__",
     "connect",
+    "connect_async",
     "get_credentials",
+    "get_credentials_async",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,4 +1,5 @@
-"""Module-level ``connect()`` and ``get_credentials()`` on one process-wide Broker."""
+"""Module-level ``connect()``, ``get_credentials()`` and their async forms on one
+process-wide Broker."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from typing import TYPE_CHECKING, Any
 from rsauth._broker import Broker
 from rsauth._config import given_settings
 from rsauth._credentials import Credentials
+from rsauth._driver import calling_module
 from rsauth._fork import call_in_child
 
 if TYPE_CHECKING:
     from redshift_connector.core import Connection
 
-__all__ = ["connect", "default_broker", "get_credentials"]
+__all__ = [
+    "connect",
+    "connect_async",
+    "default_broker",
+    "get_credentials",
+    "get_credentials_async",
+]
 
 # Guards the creation of the default Broker.
 _lock = threading.Lock()
@@ -92,3 +100,57 @@ def get_credentials(
 ) -> Credentials:
     """The current :class:`Credentials` for a workgroup (cached, refreshed ahead of expiry)."""
     return default_broker().credentials(**given_settings(locals()))
+
+
+async def connect_async(
+    *,
+    workgroup: str | None = None,
+    custom_domain: str | None = None,
+    database: str | None = None,
+    method: str | None = None,
+    duration: int | None = None,
+    secret_id: str | None = None,
+    role_arn: str | None = None,
+    db_roles: Sequence[str] | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    fallback: bool | None = None,
+    resume_timeout: float | None = None,
+    **driver_kwargs: Any,
+) -> Connection:
+    """:func:`connect` without blocking the event loop while it logs in and connects.
+
+    The result is the same ``redshift_connector`` connection, whose queries block
+    (the driver has no async API); for async queries use :mod:`rsauth.psycopg`.
+    """
+    if not driver_kwargs.get("application_name"):
+        driver_kwargs["application_name"] = calling_module()
+    return await default_broker().connect_async(**given_settings(locals()), **driver_kwargs)
+
+
+async def get_credentials_async(
+    *,
+    workgroup: str | None = None,
+    custom_domain: str | None = None,
+    database: str | None = None,
+    method: str | None = None,
+    duration: int | None = None,
+    secret_id: str | None = None,
+    role_arn: str | None = None,
+    db_roles: Sequence[str] | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    fallback: bool | None = None,
+    resume_timeout: float | None = None,
+) -> Credentials:
+    """:func:`get_credentials` without blocking the event loop (AWS asked from a worker
+    thread, once for every task and thread asking the same at the same time)."""
+    return await default_broker().credentials_async(**given_settings(locals()))

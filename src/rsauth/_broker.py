@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from cachetools import LRUCache
 from tenacity import RetryCallState
 
+from rsauth._async import Flights
 from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, EndpointKey
 from rsauth._config import (
     PROCESS_ENVIRON,
@@ -59,6 +60,8 @@ __all__ = [
 
 logger = logging.getLogger("rsauth")
 
+C = TypeVar("C")
+
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -83,6 +86,22 @@ class ConnectionOrigin:
 
 # Connections opened by any Broker, remembered without keeping them alive.
 _ORIGINS: weakref.WeakKeyDictionary[Any, ConnectionOrigin] = weakref.WeakKeyDictionary()
+
+
+def _flight_key(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Which calls may share one flight: those given the same settings. ``None`` (not
+    shared) with a password, which never goes into a key, or an unhashable value."""
+    if "password" in settings:
+        return None
+    key = tuple(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name, value in sorted(settings.items())
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return ("credentials", *key)
 
 
 def connection_origin(connection: object) -> ConnectionOrigin | None:
@@ -179,6 +198,8 @@ class Broker:
             shared=self._shared,
             on_retry=functools.partial(self._count_retry, "login"),
         )
+        # Worker threads for the async API, one flight per login asked for.
+        self._flights = Flights()
         # The AWS side of recent calls (keys, contexts), rebuilt only for new arguments.
         self._memo_lock = threading.Lock()
         self._aws_memo: LRUCache[tuple[Any, ...], AwsSide] = LRUCache(maxsize=256)
@@ -254,6 +275,69 @@ class Broker:
             return self._connections.credentials(call, login)
         return self._connections.credentials(call, self._logins.login(call))
 
+    async def connect_async(
+        self,
+        *,
+        workgroup: str | None = None,
+        custom_domain: str | None = None,
+        database: str | None = None,
+        method: str | None = None,
+        duration: int | None = None,
+        secret_id: str | None = None,
+        role_arn: str | None = None,
+        db_roles: Sequence[str] | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        fallback: bool | None = None,
+        resume_timeout: float | None = None,
+        **driver_kwargs: Any,
+    ) -> Connection:
+        """:meth:`connect`, the login and the connect made in a worker thread.
+
+        The connection is ``redshift_connector``'s: its queries block the loop
+        (the driver has no async API); async code that queries should use
+        :mod:`rsauth.psycopg`.
+        """
+        if not driver_kwargs.get("application_name"):
+            # Named here: in the worker thread the caller is no longer on the stack.
+            driver_kwargs["application_name"] = calling_module()
+        settings = given_settings(locals())
+        return await self._flights.run(
+            functools.partial(self.connect, **settings, **driver_kwargs)
+        )
+
+    async def credentials_async(
+        self,
+        *,
+        workgroup: str | None = None,
+        custom_domain: str | None = None,
+        database: str | None = None,
+        method: str | None = None,
+        duration: int | None = None,
+        secret_id: str | None = None,
+        role_arn: str | None = None,
+        db_roles: Sequence[str] | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        fallback: bool | None = None,
+        resume_timeout: float | None = None,
+    ) -> Credentials:
+        """:meth:`credentials` without blocking the event loop: AWS is asked from a worker
+        thread, once for all tasks and threads asking the same at the same time.
+        Cancelling the awaiting task leaves the login being fetched to the others."""
+        settings = given_settings(locals())
+        return await self._flights.join(
+            _flight_key(settings), functools.partial(self.credentials, **settings)
+        )
+
     def invalidate(self, **match: Any) -> int:
         """Drop cached logins (and workgroup lookups) whose fields equal ``match``; no
         arguments: everything. Fields: those of :class:`CredentialKey` but ``identity``.
@@ -315,6 +399,7 @@ class Broker:
     def close(self) -> None:
         """Release clients and cached logins. The Broker cannot be used afterwards."""
         self._closed = True
+        self._flights.close()
         self._logins.invalidate()
         self._connections.invalidate()
         self._sessions.close()
@@ -399,25 +484,44 @@ class Broker:
     # -- connecting -------------------------------------------------------
 
     def _connect(self, call: Call, kwargs: Mapping[str, Any]) -> tuple[Connection, Credentials]:
-        def use(login: Login) -> tuple[Connection, Credentials]:
-            credentials = self._connections.credentials(call, login)
-            return self._connections.open(call, credentials, kwargs), credentials
-
-        (connection, credentials), login = self._logins.attempt(call, use)
-        if call.options.method == "superuser" and not self._logins.is_verified(login):
-            self._connections.verify_superuser(connection, call, login)
-            self._logins.mark_verified(login)
+        connection, credentials = self._connect_with(
+            call, lambda credentials: self._connections.driver_connect(call, credentials, kwargs)
+        )
         _ORIGINS[connection] = ConnectionOrigin(
             broker=self,
             workgroup=call.options.workgroup,
             custom_domain=call.options.custom_domain,
             database=credentials.database,
-            user=login.user,
-            method=login.method,
+            user=credentials.user,
+            method=credentials.method,
             region=call.resolved_aws.region if call.resolved_aws is not None else None,
             profile=call.profile,
             role_arn=call.options.role_arn,
         )
+        return connection, credentials
+
+    def _connect_with(
+        self,
+        call: Call,
+        connect: Callable[[Credentials], C],
+        *,
+        verify: Callable[[C], Any] = lambda connection: connection,
+    ) -> tuple[C, Credentials]:
+        """A connection of another driver: ``connect(credentials)`` reports failures as
+        :meth:`Connections.open_with` reads them; a refused login is recovered and a
+        superuser checked as in :meth:`connect` (on ``verify(connection)``, a DB-API view)."""
+
+        def use(login: Login) -> tuple[C, Credentials]:
+            credentials = self._connections.credentials(call, login)
+            opened = self._connections.open_with(
+                call, credentials, functools.partial(connect, credentials)
+            )
+            return opened, credentials
+
+        (connection, credentials), login = self._logins.attempt(call, use)
+        if call.options.method == "superuser" and not self._logins.is_verified(login):
+            self._connections.verify_superuser(verify(connection), call, login)
+            self._logins.mark_verified(login)
         return connection, credentials
 
     # -- bookkeeping ------------------------------------------------------

@@ -393,9 +393,11 @@ call_in_child(_fresh_after_fork)
 
 def given_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The login settings given among a function's ``locals()`` (``None``: not given):
-    entry points that spell out every keyword (for typing and help) forward them
-    with this in one line."""
-    return {name: value for name in SETTING_NAMES if (value := namespace[name]) is not None}
+    entry points that spell out their keywords (for typing and help) forward them
+    with this in one line. A setting an entry point does not take is not given."""
+    return {
+        name: value for name in SETTING_NAMES if (value := namespace.get(name)) is not None
+    }
 
 
 def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:

@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redshift_connector
 from tenacity import (
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Connections", "Refused", "refused_error"]
 
 logger = logging.getLogger("rsauth")
+
+T = TypeVar("T")
 
 # Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
 # signature changed across tenacity releases, these two do not).
@@ -218,35 +220,44 @@ class Connections:
 
     # -- connecting -------------------------------------------------------
 
-    def open(self, call: Call, credentials: Credentials, kwargs: Mapping[str, Any]) -> Connection:
-        """A driver connection, transient network failures retried; a refused login is
-        :class:`Refused`, any other failure an rsauth error."""
+    @staticmethod
+    def driver_connect(
+        call: Call, credentials: Credentials, kwargs: Mapping[str, Any]
+    ) -> Connection:
+        """One redshift_connector connection attempt, neither retried nor mapped.
 
+        Once it has reached the workgroup it waits up to ``resume_timeout`` for the
+        answer (a workgroup that resumes holds it): no second connect while the first
+        is held. A workgroup that did not answer in time is :class:`NotResumed`."""
         driver_timeout = kwargs.get("timeout")
         # The driver's timeout bounds each read; a resume may hold the first one longer.
         wait = max(call.options.resume_timeout, driver_timeout or 0)
+        with handshake(wait) as current:
+            try:
+                connection = redshift_connector.connect(
+                    user=credentials.user,
+                    password=credentials.password,
+                    host=credentials.host,
+                    port=credentials.port,
+                    database=credentials.database,
+                    **kwargs,
+                )
+            except Exception as exc:
+                if is_handshake_timeout(exc, current):
+                    raise NotResumed(wait) from exc
+                raise
+        restore_timeout(connection, driver_timeout)
+        if current.waited >= _RESUMING_AFTER:
+            logger.info("%s is resuming; waited %.0f s", call.options.target, current.waited)
+        return connection
 
-        def attempt() -> Connection:
-            # One attempt waits out a resume: no second connect while the first is held.
-            with handshake(wait) as current:
-                try:
-                    connection = redshift_connector.connect(
-                        user=credentials.user,
-                        password=credentials.password,
-                        host=credentials.host,
-                        port=credentials.port,
-                        database=credentials.database,
-                        **kwargs,
-                    )
-                except Exception as exc:
-                    if is_handshake_timeout(exc, current):
-                        raise NotResumed(wait) from exc
-                    raise
-            restore_timeout(connection, driver_timeout)
-            if current.waited >= _RESUMING_AFTER:
-                logger.info("%s is resuming; waited %.0f s", call.options.target, current.waited)
-            return connection
+    def open_with(self, call: Call, credentials: Credentials, connect: Callable[[], T]) -> T:
+        """``connect()``, transient network failures retried; a refused login is
+        :class:`Refused`, any other failure an rsauth error.
 
+        ``connect`` reports failures in ``redshift_connector``'s terms (a refused login
+        an ``InterfaceError`` with SQLSTATE 28000, a network failure an ``OSError``, a
+        TLS failure an ``ssl.SSLError``), so every driver gets the same rsauth errors."""
         retrying = Retrying(
             stop=stop_after_attempt(self._connect_attempts),
             wait=_CONNECT_BACKOFF,
@@ -256,7 +267,7 @@ class Connections:
             reraise=True,
         )
         try:
-            return retrying(attempt)
+            return retrying(connect)
         except Exception as exc:
             raise self._error(call, credentials, exc) from exc
 

@@ -603,6 +603,7 @@ def copy(
     namespace cannot use, :class:`LoadError` when Redshift refuses or aborts the
     load, :class:`ConnectError` when the connection fails.
     """
+    _require_redshift_connector(connection, "copy")
     sql = copy_sql(table, source, iam_role=iam_role, format=format, columns=columns, **options)
     role = _role(iam_role)
     if check_role:
@@ -635,6 +636,7 @@ def unload(
     ``s3_client`` (default: an S3 client of the connection's Broker, as the
     identity that logged in). Raises like :func:`copy`.
     """
+    _require_redshift_connector(connection, "unload")
     sql = unload_sql(query, destination, iam_role=iam_role, format=format, **options)
     role = _role(iam_role)
     if check_role:
@@ -649,6 +651,19 @@ def unload(
     manifest = destination + "manifest" if options.get("manifest") else None
     files = _written(destination, manifest, s3_client or _s3_client(connection, broker))
     return UnloadResult(rows=rows, files=files, manifest=manifest)
+
+
+def _require_redshift_connector(connection: Any, what: str) -> None:
+    """Refuse a psycopg connection: the loaded-rows count and the errors are read from
+    ``redshift_connector``'s notices and exceptions."""
+    if type(connection).__module__.split(".")[0] == "psycopg" or any(
+        cls.__module__.split(".")[0] == "psycopg" for cls in type(connection).__mro__
+    ):
+        raise ConfigurationError(
+            f"rsauth.etl.{what} needs a redshift_connector connection (rsauth.connect or "
+            "rsauth.connect_async), not a psycopg one: it reads Redshift's load notices and "
+            "errors through redshift_connector"
+        )
 
 
 def _execute(connection: Any, sql: str, what: str) -> tuple[list[str], int]:

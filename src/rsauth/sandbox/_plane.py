@@ -808,7 +808,38 @@ class AwsApplication:
             environ = _pin_current_stage(environ, body)
         if service == "sts" and operation == "AssumeRole":
             return self._assume_role(environ, start_response, body)
+        if service == "secretsmanager" and operation == "PutSecretValue":
+            return self._put_secret_value(environ, start_response)
         return self.moto_app(environ, start_response)
+
+    def _moto(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """moto's whole answer to one request: status line, headers, body."""
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.moto_app(environ, capture))
+        return captured["status"], captured["headers"], body
+
+    def _put_secret_value(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """PutSecretValue, then AWSCURRENT on the new version alone.
+
+        Secrets Manager moves AWSCURRENT to a version put without VersionStages (or with
+        AWSCURRENT among them) and AWSPREVIOUS to the one that had it
+        (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html);
+        moto leaves AWSCURRENT on two versions once UpdateSecretVersionStage has moved it.
+        """
+        status, headers, answer = self._moto(environ)
+        if status.startswith("200"):
+            result = json.loads(answer)
+            if "AWSCURRENT" in result.get("VersionStages", ["AWSCURRENT"]):
+                self.plane.moto.make_current(result["ARN"], result["VersionId"])
+        start_response(status, headers)
+        return [answer]
 
     def _serverless(
         self, start_response: StartResponse, caller: Authenticated, operation: str, body: bytes
@@ -845,19 +876,13 @@ class AwsApplication:
                 f"Tags.member.{index}.Value", [""]
             )[0]
             index += 1
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured["status"], captured["headers"] = status, headers
-            return lambda data: None
-
-        chunks = b"".join(self.moto_app(environ, capture))
-        if tags and captured.get("status", "").startswith("200"):
+        status, headers, chunks = self._moto(environ)
+        if tags and status.startswith("200"):
             key = _access_key_in(chunks)
             if key:
                 with self.plane._lock:
                     self.plane.session_tags[key] = tags
-        start_response(captured["status"], captured["headers"])
+        start_response(status, headers)
         return [chunks]
 
 
