@@ -10,9 +10,10 @@ answer, TLS, startup, authentication) may take up to ``resume_timeout``; the
 open connection then gets the driver's ``timeout`` back for every later read.
 
 The driver creates its socket with ``socket.socket`` in ``redshift_connector.core``
-(``Connection.__init__``); rsauth gives that module a socket class whose
-``connect`` applies the handshake timeout when, and only when, the calling
-thread is inside :func:`handshake`. Every other socket is untouched.
+(``Connection.__init__``); rsauth gives that module a ``socket.socket`` that, when
+the calling thread is inside :func:`handshake`, makes a socket whose ``connect``
+applies the handshake timeout, and otherwise the plain socket it always made. A
+failed handshake closes its socket, which the driver leaves open on some errors.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Handshake:
     """One connect's phases, filled in as they happen."""
 
     resume_timeout: float
+    sock: socket.socket | None = None
     connected_at: float | None = None  # time.monotonic() when TCP connected
     answered_at: float | None = None  # when the driver's connect returned
 
@@ -57,6 +59,8 @@ _CURRENT = _Current()
 class _ResumableSocket(socket.socket):
     """A socket that, inside :func:`handshake`, waits ``resume_timeout`` once connected."""
 
+    __slots__ = ()  # like socket.socket: no __dict__
+
     def connect(self, address: Any) -> None:
         super().connect(address)
         current = _CURRENT.handshake
@@ -65,10 +69,18 @@ class _ResumableSocket(socket.socket):
             self.settimeout(current.resume_timeout)
 
 
+def _make_socket(*args: Any, **kwargs: Any) -> socket.socket:
+    current = _CURRENT.handshake
+    if current is None:
+        return socket.socket(*args, **kwargs)
+    current.sock = _ResumableSocket(*args, **kwargs)
+    return current.sock
+
+
 class _DriverSocketModule(types.ModuleType):
     """``socket`` as ``redshift_connector.core`` sees it: the same but for ``socket.socket``."""
 
-    socket = _ResumableSocket
+    socket = staticmethod(_make_socket)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(socket, name)
@@ -90,6 +102,10 @@ def handshake(resume_timeout: float) -> Iterator[Handshake]:
     _CURRENT.handshake = current
     try:
         yield current
+    except BaseException:
+        if current.sock is not None:
+            current.sock.close()
+        raise
     finally:
         current.answered_at = time.monotonic()
         _CURRENT.handshake = None
