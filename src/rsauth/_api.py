@@ -64,6 +64,7 @@ def connect(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
     **driver_kwargs: Any,
 ) -> Connection:
     """A ``redshift_connector`` connection to a Redshift Serverless workgroup.
@@ -95,6 +96,7 @@ def get_credentials(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
 ) -> Credentials:
     """The current :class:`Credentials` for a workgroup (cached, refreshed ahead of expiry)."""
     return default_broker().credentials(**given_settings(locals()))
@@ -117,6 +119,7 @@ async def connect_async(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
     **driver_kwargs: Any,
 ) -> Connection:
     """:func:`connect` without blocking the event loop while it logs in and connects.
@@ -146,6 +149,7 @@ async def get_credentials_async(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
 ) -> Credentials:
     """:func:`get_credentials` without blocking the event loop (AWS asked from a worker
     thread, once for every task and thread asking the same at the same time)."""

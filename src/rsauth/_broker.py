@@ -30,6 +30,7 @@ from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, Endpoi
 from rsauth._config import (
     PROCESS_ENVIRON,
     SETTING_NAMES,
+    SETTINGS_BY_NAME,
     Options,
     given_settings,
     resolve,
@@ -118,7 +119,10 @@ class Broker:
     tests. Safe to share between threads; a forked child starts empty.
     ``shared_cache`` (fleet mode: an :class:`rsauth.RedisCache`; default one from
     ``RSAUTH_SHARED_CACHE_URL`` when set) is asked before AWS for iam, superuser
-    and secret logins, so a fleet fetches each login once.
+    and secret logins, so a fleet fetches each login once. ``resume_timeout``
+    (default ``RSAUTH_RESUME_TIMEOUT``, else 120 s) bounds how long a connect that
+    reached a sleeping workgroup waits while it resumes; ``connect(resume_timeout=)``
+    overrides it per call.
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class Broker:
         login_attempts: int = 3,
         connect_attempts: int = 3,
         shared_cache: RedisCache | None = None,
+        resume_timeout: float | None = None,
     ) -> None:
         if login_attempts < 1 or connect_attempts < 1:
             raise ConfigurationError("login_attempts and connect_attempts must be at least 1")
@@ -148,6 +153,11 @@ class Broker:
         self._secret_refresh = secret_refresh
         self._login_attempts = login_attempts
         self._connect_attempts = connect_attempts
+        # Checked now (a bad value fails here, not at the first connect); calls may override.
+        self._resume_timeout = (
+            None if resume_timeout is None
+            else SETTINGS_BY_NAME["resume_timeout"].parse("resume_timeout", resume_timeout)
+        )
         self._base_session = session
         self._botocore_config = botocore_config
         self._cache_size = cache_size
@@ -214,11 +224,14 @@ class Broker:
         region: str | None = None,
         profile: str | None = None,
         fallback: bool | None = None,
+        resume_timeout: float | None = None,
         **driver_kwargs: Any,
     ) -> Connection:
         """A ``redshift_connector`` connection; other keywords go to ``redshift_connector.connect``.
 
         TLS is on with ``sslmode="verify-full"`` unless asked otherwise (then a WARNING).
+        ``resume_timeout`` is rsauth's: how long to wait for the answer of a workgroup
+        that resumes; the driver's ``timeout`` still bounds reaching it and each read after.
         """
         kwargs = with_tls(check_driver_kwargs(driver_kwargs, SETTING_NAMES))
         if not kwargs.get("application_name"):
@@ -245,6 +258,7 @@ class Broker:
         region: str | None = None,
         profile: str | None = None,
         fallback: bool | None = None,
+        resume_timeout: float | None = None,
     ) -> Credentials:
         """The current :class:`Credentials` (cached, refreshed ahead of expiry).
 
@@ -279,6 +293,7 @@ class Broker:
         region: str | None = None,
         profile: str | None = None,
         fallback: bool | None = None,
+        resume_timeout: float | None = None,
         **driver_kwargs: Any,
     ) -> Connection:
         """:meth:`connect`, the login and the connect made in a worker thread.
@@ -313,6 +328,7 @@ class Broker:
         region: str | None = None,
         profile: str | None = None,
         fallback: bool | None = None,
+        resume_timeout: float | None = None,
     ) -> Credentials:
         """:meth:`credentials` without blocking the event loop: AWS is asked from a worker
         thread, once for all tasks and threads asking the same at the same time.
@@ -412,6 +428,8 @@ class Broker:
     def _resolve_call(self, arguments: Mapping[str, Any]) -> Call:
         if self._closed:
             raise ConfigurationError("this Broker is closed; create a new one")
+        if self._resume_timeout is not None and arguments.get("resume_timeout") is None:
+            arguments = {**arguments, "resume_timeout": self._resume_timeout}
         options = resolve(arguments, self._env)
         profile = options.profile or self._profile
         if options.method == "password" and options.host is not None:
@@ -467,7 +485,7 @@ class Broker:
 
     def _connect(self, call: Call, kwargs: Mapping[str, Any]) -> tuple[Connection, Credentials]:
         connection, credentials = self._connect_with(
-            call, lambda credentials: self._connections.driver_connect(credentials, kwargs)
+            call, lambda credentials: self._connections.driver_connect(call, credentials, kwargs)
         )
         _ORIGINS[connection] = ConnectionOrigin(
             broker=self,

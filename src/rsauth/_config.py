@@ -53,6 +53,20 @@ METHODS: Final = ("auto", "iam", "secret", "superuser", "password")
 DURATION_MIN: Final = 900
 DURATION_MAX: Final = 3600
 
+# How long a connect that reached the workgroup waits for its answer while compute
+# resumes. AWS documents no resume time: Serverless bills no compute while idle and
+# meters per second once queries run
+# (https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-billing.html), and says
+# new connections work "instantly" only of version updates
+# (https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-known-issues.html).
+# Users of auto-pausing serverless databases report first connects of about 20 s
+# (github.com/jeremydaly/data-api-client/issues/99) and tools that fail them on a short
+# connect timeout (github.com/jeremydaly/data-api-client/issues/40); clients for
+# Serverless wait a resuming workgroup out (github.com/posit-dev/positron/pull/14830).
+# Two minutes covers "tens of seconds" several times over and still ends a hang.
+RESUME_TIMEOUT_DEFAULT: Final = 120.0
+RESUME_TIMEOUT_MAX: Final = 3600.0
+
 # C0 controls (NUL, tab, newline, ESC, ...), DEL and the C1 controls: never part of a
 # name, a password or a path rsauth passes on.
 CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -193,6 +207,25 @@ def _duration(name: str, raw: object) -> int:
     return value
 
 
+def _seconds(name: str, raw: object) -> float:
+    value: float | None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    else:
+        value = None
+    if value is None or not 0 < value <= RESUME_TIMEOUT_MAX:
+        raise ConfigurationError(
+            f"{name}={_shown(raw)}: expected a number of seconds greater than 0 and at most "
+            f"{RESUME_TIMEOUT_MAX:g}"
+        )
+    return value
+
+
 def _role_arn(name: str, raw: object) -> str:
     value = _string(name, raw)
     if len(value) > _ARN_MAX or not _ROLE_ARN.fullmatch(value):
@@ -303,6 +336,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("region", None, None, _region),
     Setting("profile", None, None, _text),
     Setting("fallback", None, False, _bool),
+    Setting("resume_timeout", "RSAUTH_RESUME_TIMEOUT", RESUME_TIMEOUT_DEFAULT, _seconds),
 )
 
 SETTING_NAMES: Final = frozenset(setting.name for setting in SETTINGS)
@@ -328,6 +362,7 @@ class Options:
     region: str | None = None
     profile: str | None = None
     fallback: bool = False
+    resume_timeout: float = RESUME_TIMEOUT_DEFAULT
 
     @property
     def target(self) -> str:
@@ -358,9 +393,11 @@ call_in_child(_fresh_after_fork)
 
 def given_settings(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The login settings given among a function's ``locals()`` (``None``: not given):
-    entry points that spell out every keyword (for typing and help) forward them
-    with this in one line."""
-    return {name: value for name in SETTING_NAMES if (value := namespace[name]) is not None}
+    entry points that spell out their keywords (for typing and help) forward them
+    with this in one line. A setting an entry point does not take is not given."""
+    return {
+        name: value for name in SETTING_NAMES if (value := namespace.get(name)) is not None
+    }
 
 
 def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str]) -> Options:

@@ -7,11 +7,14 @@
   ``_driver.with_tls``), retrying transient network failures with backoff,
   and reading the driver's errors: a refused login is :class:`Refused` for the
   login side to recover from, anything else an rsauth error;
+- waiting for a workgroup that resumes (``_resume``): once the connect has
+  reached it, its answer may take ``resume_timeout``;
 - checking that a ``superuser`` login is one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -34,6 +37,7 @@ from rsauth._credentials import Credentials
 from rsauth._driver import is_login_refused, is_tls_failure, is_transient, server_error
 from rsauth._endpoint import DEFAULT_PORT, Endpoints, NamespaceRoles, Workgroup, namespace_roles
 from rsauth._errors import AuthenticationError, ConfigurationError, ConnectError, NotFoundError
+from rsauth._resume import handshake, is_handshake_timeout, restore_timeout
 from rsauth._sessions import Sessions
 from rsauth._sources import Login
 from rsauth._sources.secret import admin_secret_arn
@@ -44,11 +48,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Connections", "Refused", "refused_error"]
 
+logger = logging.getLogger("rsauth")
+
 T = TypeVar("T")
 
 # Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
 # signature changed across tenacity releases, these two do not).
 _CONNECT_BACKOFF = wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2)
+
+# A handshake slower than this was held by a resume: a connect to an awake workgroup
+# (TLS, startup, password check) takes a fraction of it.
+_RESUMING_AFTER = 3.0
+
+
+class NotResumed(Exception):
+    """Internal: the connect reached the workgroup, whose answer did not come in time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 class Refused(Exception):
@@ -203,16 +221,35 @@ class Connections:
     # -- connecting -------------------------------------------------------
 
     @staticmethod
-    def driver_connect(credentials: Credentials, kwargs: Mapping[str, Any]) -> Connection:
-        """One redshift_connector connection attempt, neither retried nor mapped."""
-        return redshift_connector.connect(
-            user=credentials.user,
-            password=credentials.password,
-            host=credentials.host,
-            port=credentials.port,
-            database=credentials.database,
-            **kwargs,
-        )
+    def driver_connect(
+        call: Call, credentials: Credentials, kwargs: Mapping[str, Any]
+    ) -> Connection:
+        """One redshift_connector connection attempt, neither retried nor mapped.
+
+        Once it has reached the workgroup it waits up to ``resume_timeout`` for the
+        answer (a workgroup that resumes holds it): no second connect while the first
+        is held. A workgroup that did not answer in time is :class:`NotResumed`."""
+        driver_timeout = kwargs.get("timeout")
+        # The driver's timeout bounds each read; a resume may hold the first one longer.
+        wait = max(call.options.resume_timeout, driver_timeout or 0)
+        with handshake(wait) as current:
+            try:
+                connection = redshift_connector.connect(
+                    user=credentials.user,
+                    password=credentials.password,
+                    host=credentials.host,
+                    port=credentials.port,
+                    database=credentials.database,
+                    **kwargs,
+                )
+            except Exception as exc:
+                if is_handshake_timeout(exc, current):
+                    raise NotResumed(wait) from exc
+                raise
+        restore_timeout(connection, driver_timeout)
+        if current.waited >= _RESUMING_AFTER:
+            logger.info("%s is resuming; waited %.0f s", call.options.target, current.waited)
+        return connection
 
     def open_with(self, call: Call, credentials: Credentials, connect: Callable[[], T]) -> T:
         """``connect()``, transient network failures retried; a refused login is
@@ -242,6 +279,12 @@ class Connections:
         address = f"{credentials.host}:{credentials.port}"
         if is_login_refused(exc):
             return Refused(_login_of(credentials))
+        if isinstance(exc, NotResumed):
+            return ConnectError(
+                f"{call.options.target} at {address} accepted the connection but did not "
+                f"resume within {exc.seconds:g} s; it may still be resuming: try again, or "
+                "raise resume_timeout= (RSAUTH_RESUME_TIMEOUT)"
+            )
         fields = server_error(exc)
         if fields is not None:
             code, message = fields.get("C", ""), fields.get("M", "")

@@ -33,6 +33,7 @@ __all__ = [
     "DRIVER_CA_BUNDLE",
     "DRIVER_PARAMETERS",
     "LOGIN_REFUSED",
+    "REFUSAL_TEXTS",
     "check_driver_kwargs",
     "is_login_refused",
     "is_tls_failure",
@@ -50,8 +51,18 @@ DRIVER_PARAMETERS = frozenset(inspect.signature(redshift_connector.connect).para
 # besides the default trust store (redshift_connector/core.py, Connection.__init__).
 DRIVER_CA_BUNDLE = Path(redshift_connector.__file__).parent / "files" / "redshift-ca-bundle.crt"
 
-# SQLSTATE invalid_authorization_specification and invalid_password.
+# SQLSTATE invalid_authorization_specification and invalid_password. Redshift answers a
+# wrong password with 28000 ("FATAL: password authentication failed for user ...",
+# "Server SQLState: 28000": github.com/aws/amazon-redshift-jdbc-driver/issues/21).
 LOGIN_REFUSED = frozenset({"28000", "28P01"})
+
+# What Redshift says when it refuses a temporary password, whatever SQLSTATE comes with
+# it: an expired one reads "FATAL: IAM Authentication token has expired"
+# (github.com/aws/amazon-redshift-jdbc-driver/issues/97,
+# github.com/open-metadata/OpenMetadata/issues/30541), where no source shows the
+# SQLSTATE; a wrong or revoked one reads "password authentication failed for user".
+# Both are recovered like 28000: a fresh login, one retry.
+REFUSAL_TEXTS = ("iam authentication token has expired", "password authentication failed")
 
 # The driver's own IAM and identity-provider login; rsauth does the login itself.
 _DRIVER_LOGIN = DRIVER_PARAMETERS & {
@@ -155,11 +166,14 @@ def server_error(exc: BaseException) -> Mapping[str, str] | None:
 
 
 def is_login_refused(exc: BaseException) -> bool:
-    """The database refused the login (SQLSTATE 28000 or 28P01)."""
-    if not isinstance(exc, InterfaceError | ProgrammingError):
-        return False
+    """The database refused the login (SQLSTATE 28000 or 28P01, or a refusal's words)."""
     fields = server_error(exc)
-    return fields is not None and fields.get("C") in LOGIN_REFUSED
+    if fields is None or not isinstance(exc, InterfaceError | ProgrammingError):
+        return False
+    if fields.get("C") in LOGIN_REFUSED:
+        return True
+    message = fields.get("M", "").lower()
+    return any(text in message for text in REFUSAL_TEXTS)
 
 
 def is_tls_failure(exc: BaseException) -> bool:

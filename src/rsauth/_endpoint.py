@@ -8,8 +8,10 @@ the port; the pair is cached like an endpoint.
 A lookup is kept for ``ttl`` seconds (one hour by default) and then refreshed
 in the background of the next call, like any advisory refresh; the broker
 drops it when connecting to that address fails at the network level. A
-workgroup that is not ``AVAILABLE`` is a :class:`ServiceError` and is not
-cached, so the next call asks again.
+workgroup that is neither ``AVAILABLE`` nor ``MODIFYING`` (``CREATING``,
+``DELETING``) is a :class:`ServiceError` and is not cached, so the next call
+asks again. A ``MODIFYING`` workgroup with an endpoint is connected to, whether
+or not its endpoint was cached (see ``SERVING``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -187,6 +189,20 @@ def find_custom_domain(
     return _get_workgroup(client, names[0], context)
 
 
+# The states in which a workgroup with an endpoint is connected to. MODIFYING is one:
+# UpdateWorkgroup changes the settings of a running workgroup (capacity, parameters,
+# network; https://docs.aws.amazon.com/redshift-serverless/latest/APIReference/API_UpdateWorkgroup.html),
+# AWS applies Serverless updates with "no interruption for existing connection or query
+# execution" and new connections "always connect"
+# (https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-known-issues.html), and
+# nothing in the API reference says a MODIFYING workgroup refuses connections. Refusing
+# it only when the endpoint was not cached made the answer depend on cache state; a
+# change that does move the endpoint (port, network) fails the connect at the network
+# level, which drops the cached lookup and asks GetWorkgroup again.
+# Status values: botocore/data/redshift-serverless/2021-04-21/service-2.json, WorkgroupStatus.
+SERVING: Final = frozenset({"AVAILABLE", "MODIFYING"})
+
+
 def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsContext) -> Workgroup:
     response = _asking(
         context, "GetWorkgroup", f"workgroup {name!r}",
@@ -194,7 +210,7 @@ def _get_workgroup(client: RedshiftServerlessClient, name: str, context: AwsCont
     )
     workgroup = response["workgroup"]
     status = workgroup.get("status", "")
-    if status != "AVAILABLE":
+    if status not in SERVING:
         raise ServiceError(
             f"workgroup {name!r} in {context.region} is {status or 'in an unknown state'}, "
             "not AVAILABLE; wait until it is available and try again"

@@ -61,6 +61,7 @@ def create_engine(
     region: str | None = None,
     profile: str | None = None,
     fallback: bool | None = None,
+    resume_timeout: float | None = None,
     broker: Broker | None = None,
     connect_args: Mapping[str, Any] | None = None,
     **engine_kwargs: Any,

@@ -134,11 +134,21 @@ def test_missing_aws_credentials_fail_at_the_credentials_step(cli: Cli) -> None:
 
 
 def test_a_workgroup_that_is_not_available(cli: Cli, sandbox: Sandbox) -> None:
-    sandbox.set_workgroup_status("MODIFYING")
+    sandbox.set_workgroup_status("CREATING")
     result = cli("doctor")
     assert result.returncode == 1
     checks = report(result)
-    assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is MODIFYING, not AVAILABLE")
+    assert checks["workgroup"] == ("✗", "workgroup 'default-workgroup' is CREATING, not AVAILABLE")
+
+
+def test_a_workgroup_being_modified_is_checked_like_an_available_one(
+    cli: Cli, sandbox: Sandbox
+) -> None:
+    sandbox.set_workgroup_status("MODIFYING")
+    result = cli("doctor")
+    assert report(result)["workgroup"] == (
+        "✓", "default-workgroup is MODIFYING (namespace default-namespace)"
+    ), result.stdout
 
 
 def test_a_custom_domain_is_checked_on_its_workgroups_port(cli: Cli, sandbox: Sandbox) -> None:
@@ -191,3 +201,30 @@ def test_an_unknown_key_is_called_invalid_not_short_of_a_permission(cli: Cli) ->
     mark, _ = report(result)["caller identity"]
     assert mark == "✗"
     assert "moto" not in result.stdout
+
+
+def test_the_doctor_says_the_login_step_costs_compute_before_taking_it(
+    cli: Cli, sandbox: Sandbox
+) -> None:
+    result = cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    notice = next(i for i, line in enumerate(lines) if "resumes a sleeping workgroup" in line)
+    login = next(i for i, line in enumerate(lines) if line[2:].startswith("login "))
+    assert notice < login, "said before the login step"
+    assert "billed" in lines[notice]
+    assert "--no-login" in lines[notice]
+
+
+def test_no_login_skips_the_only_step_that_logs_in(cli: Cli, sandbox: Sandbox) -> None:
+    before = sandbox.front_stats()
+    result = cli("doctor", "--no-login")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = report(result)
+    assert checks["login"][0] == "-"
+    assert checks["login"][1].startswith("skipped: --no-login")
+    assert checks["TLS"][0] == "✓", "everything before the login is still checked"
+    after = sandbox.front_stats()
+    assert after["logins_ok"] == before["logins_ok"], "no session at the server"
+    assert after["logins_refused"] == before["logins_refused"]
+    assert "resumes a sleeping workgroup" in checks["login"][1]

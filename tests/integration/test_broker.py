@@ -268,11 +268,12 @@ def test_an_unknown_workgroup_is_not_found_with_its_region(
     assert "us-east-1" in str(caught.value)
 
 
+@pytest.mark.parametrize("status", ["CREATING", "DELETING"])
 def test_a_workgroup_that_is_not_available_is_a_service_error(
-    sandbox: Sandbox, broker: rsauth.Broker
+    sandbox: Sandbox, broker: rsauth.Broker, status: str
 ) -> None:
-    sandbox.set_workgroup_status("MODIFYING")
-    with pytest.raises(rsauth.ServiceError, match="MODIFYING"):
+    sandbox.set_workgroup_status(status)
+    with pytest.raises(rsauth.ServiceError, match=f"{status}, not AVAILABLE"):
         broker.connect(workgroup=sandbox.workgroup)
 
 

@@ -154,6 +154,8 @@ def test_workgroup_status_can_be_set(sandbox: Sandbox) -> None:
     sandbox.set_workgroup_status("MODIFYING")
     client = serverless()
     assert client.get_workgroup(workgroupName=WORKGROUP)["workgroup"]["status"] == "MODIFYING"
+    assert client.get_credentials(workgroupName=WORKGROUP)["dbUser"], "still serving"
+    sandbox.set_workgroup_status("CREATING")
     with pytest.raises(client.exceptions.ValidationException, match="not available"):
         client.get_credentials(workgroupName=WORKGROUP)
     with pytest.raises(SandboxError, match="AVAILABLE"):

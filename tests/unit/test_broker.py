@@ -519,8 +519,8 @@ def test_unknown_workgroup_names_it_and_the_region(broker: Broker, aws: Aws) -> 
 
 def test_workgroup_not_available(broker: Broker, aws: Aws) -> None:
     aws.credentials("pw-1")
-    aws.workgroup(status="MODIFYING")
-    with pytest.raises(ServiceError, match="MODIFYING, not AVAILABLE"):
+    aws.workgroup(status="CREATING")
+    with pytest.raises(ServiceError, match="CREATING, not AVAILABLE"):
         broker.credentials(workgroup="analytics")
 
 

@@ -65,6 +65,7 @@ def test_every_setting_with_an_environment_variable_is_rsauth_prefixed() -> None
         "RSAUTH_SECRET_ID",
         "RSAUTH_ROLE_ARN",
         "RSAUTH_DURATION",
+        "RSAUTH_RESUME_TIMEOUT",
     }
 
 

@@ -96,7 +96,7 @@ def test_refused_login_is_detected_from_the_error_dict(exc: Exception) -> None:
 @pytest.mark.parametrize(
     "exc",
     [
-        refused("3D000", ProgrammingError),
+        ProgrammingError({"S": "FATAL", "C": "3D000", "M": 'database "x" does not exist'}),
         refused("28000", IntegrityError),
         InterfaceError("communication error", ConnectionRefusedError()),
         InterfaceError("28000"),
@@ -105,6 +105,22 @@ def test_refused_login_is_detected_from_the_error_dict(exc: Exception) -> None:
 )
 def test_other_errors_are_not_refused_logins(exc: Exception) -> None:
     assert not is_login_refused(exc)
+
+
+@pytest.mark.parametrize("code", ["XX000", "08006", ""])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "IAM Authentication token has expired",
+        'password authentication failed for user "IAM:analyst"',
+    ],
+)
+def test_a_refusal_in_redshifts_words_is_a_refused_login_whatever_its_sqlstate(
+    code: str, message: str
+) -> None:
+    exc = ProgrammingError({"S": "FATAL", "C": code, "M": message})
+    assert is_login_refused(exc)
+    assert not is_transient(exc)
 
 
 def test_server_error_fields() -> None:

@@ -124,14 +124,17 @@ examples:
 Checks, in order: region, AWS credentials, caller identity, workgroup found and
 AVAILABLE, endpoint resolves and accepts connections, TLS verifies,
 GetCredentials permitted, admin secret readable, default IAM role set, and a
-real login. Each line is ✓ (passed), ✗ (failed, with what to do), ! (a note:
-not needed for this login method) or - (skipped: a check it needs failed).
+real login. The login connects and runs one query: it resumes a sleeping
+Serverless workgroup, whose compute is billed; --no-login skips it. Each line
+is ✓ (passed), ✗ (failed, with what to do), ! (a note: not needed for this
+login method) or - (skipped: a check it needs failed).
 Exits 1 when a required check failed.
 
 examples:
   rsauth doctor --workgroup analytics
   rsauth doctor --workgroup analytics --method secret
-  rsauth doctor --workgroup analytics --role-arn arn:aws:iam::123456789012:role/etl""",
+  rsauth doctor --workgroup analytics --role-arn arn:aws:iam::123456789012:role/etl
+  rsauth doctor --workgroup analytics --no-login   no connection: nothing billed""",
     ),
 }
 
@@ -145,7 +148,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                 flag, choices=[m for m in METHODS if m != "password"], help=text
             )
         else:
-            metavar = {"duration": "SECONDS", "custom_domain": "DOMAIN"}.get(name, name.upper())
+            metavar = {
+                "duration": "SECONDS", "resume_timeout": "SECONDS", "custom_domain": "DOMAIN"
+            }.get(name, name.upper())
             group.add_argument(flag, dest=name, metavar=metavar, help=text)
     parser.add_argument(
         "--debug",
@@ -203,6 +208,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         help="merge the login into libpq's password file, kept private (0600): FILE, "
         "else $PGPASSFILE, else ~/.pgpass; prints no password",
     )
+    parsers["doctor"].add_argument(
+        "--no-login",
+        action="store_true",
+        help="skip the real login (it resumes a sleeping workgroup and costs compute)",
+    )
     parsers["sql"].add_argument("statement", help="the SQL statement, or - to read it from stdin")
     parsers["sql"].add_argument(
         "--format", choices=list(ROW_FORMATS), default="table", help="table (default), csv or json"
@@ -232,7 +242,7 @@ _HANDLERS: dict[str, _Handler] = {
     "sql": run_sql,
     "psql": run_psql,
     "whoami": run_whoami,
-    "doctor": lambda args, context: run_doctor(context),
+    "doctor": lambda args, context: run_doctor(context, login=not args.no_login),
     "copy": run_copy,
     "unload": run_unload,
 }

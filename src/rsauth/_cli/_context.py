@@ -36,12 +36,15 @@ COMMON_OPTIONS: tuple[tuple[str, str], ...] = (
     ("workgroup", "workgroup name (default: $RSAUTH_WORKGROUP)"),
     ("custom_domain", "the workgroup's custom domain name (default: $RSAUTH_CUSTOM_DOMAIN)"),
     ("database", "database (default: $RSAUTH_DATABASE, the secret's dbname, else dev)"),
-    ("method", "how to log in: auto, iam, secret or superuser (default: $RSAUTH_METHOD, auto)"),
+    ("method", "how to log in: auto, iam, secret or superuser, which connects once per login "
+     "to check it (default: $RSAUTH_METHOD, auto)"),
     ("duration", "lifetime of an iam login in seconds, 900-3600 (default: $RSAUTH_DURATION, 900)"),
     ("secret_id", "Secrets Manager secret holding the login (default: $RSAUTH_SECRET_ID)"),
     ("role_arn", "IAM role to assume for the login (default: $RSAUTH_ROLE_ARN)"),
     ("region", "AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's)"),
     ("profile", "AWS profile (default: $AWS_PROFILE, the default profile)"),
+    ("resume_timeout", "seconds a connect waits for a sleeping workgroup to resume "
+     "(default: $RSAUTH_RESUME_TIMEOUT, 120)"),
 )
 
 class UsageError(Exception):

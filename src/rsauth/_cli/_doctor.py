@@ -9,7 +9,10 @@ exits 1 when a required check failed.
 
 The AWS calls go through rsauth's own pieces (sessions, sources, error
 mapping), so a failure reads the way ``rsauth.connect`` would report it; the
-last check logs in through a Broker with the same options.
+last check logs in through a Broker with the same options. That login is the
+one step that runs a query: on a sleeping Serverless workgroup it resumes compute,
+which is billed (https://docs.aws.amazon.com/redshift/latest/mgmt/serverless-billing.html),
+so the doctor says so before it, and ``--no-login`` skips it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from rsauth._broker import DEFAULT_DATABASE, Broker, connection_origin
 from rsauth._cli._context import Context, cli_wording
 from rsauth._credentials import describe_remaining
 from rsauth._driver import DRIVER_CA_BUNDLE
-from rsauth._endpoint import DEFAULT_PORT, find_custom_domain
+from rsauth._endpoint import DEFAULT_PORT, SERVING, find_custom_domain
 from rsauth._errors import ConfigurationError, NotFoundError, RsauthError, ServiceError
 from rsauth._sources import AwsContext
 from rsauth._sources.iam import IamSource
@@ -87,10 +90,19 @@ def _one_line(text: str) -> str:
 class Doctor:
     """Runs the checks in order; :meth:`results` yields each as soon as it is known."""
 
-    def __init__(self, context: Context, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        context: Context,
+        *,
+        timeout: float = 10.0,
+        login: bool = True,
+        announce: Callable[[str], None] = lambda line: None,
+    ) -> None:
         self.context = context
         self.options = context.options
         self.timeout = timeout
+        self.login = login
+        self._announce = announce
         self._broken: set[str] = set()
         self._region = ""
         self._arn = ""
@@ -135,6 +147,11 @@ class Doctor:
         if blocked:
             self._broken.add(name)
             return Result(name, SKIP, f"skipped: needs {', '.join(blocked)}", required=required)
+        if name == "login":
+            if not self.login:
+                return Result(name, SKIP, f"skipped: --no-login ({LOGIN_COST})", required=False)
+            self._announce(f"the login step connects and runs one query: {LOGIN_COST} "
+                           "(--no-login skips it)")
         try:
             passed = check()
         except _Failed as exc:
@@ -223,7 +240,7 @@ class Doctor:
         status = workgroup.get("status", "")
         self._namespace = workgroup.get("namespaceName")
         endpoint: Any = workgroup.get("endpoint") or {}
-        if status != "AVAILABLE":
+        if status not in SERVING:
             raise _Failed(
                 f"workgroup {name!r} is {status or 'in an unknown state'}, not AVAILABLE",
                 "wait until it is AVAILABLE (aws redshift-serverless get-workgroup "
@@ -235,7 +252,7 @@ class Doctor:
             endpoint["address"],
             int(endpoint.get("port") or workgroup.get("port") or DEFAULT_PORT),
         )
-        return _Passed(f"{name} is AVAILABLE (namespace {self._namespace})")
+        return _Passed(f"{name} is {status} (namespace {self._namespace})")
 
     def _check_custom_domain(self, domain: str, port: int | None) -> _Passed:
         if port:
@@ -433,6 +450,10 @@ class Doctor:
         return _Passed(f"{method} login to database {database} as {user} ({role})")
 
 
+# What the login step costs on Serverless (see the module docstring).
+LOGIN_COST = "this resumes a sleeping workgroup, and its compute is billed"
+
+
 def _symbols(stream: TextIO) -> dict[str, str]:
     try:
         "".join(_SYMBOLS.values()).encode(stream.encoding or "ascii")
@@ -441,7 +462,7 @@ def _symbols(stream: TextIO) -> dict[str, str]:
     return _SYMBOLS
 
 
-def run_doctor(context: Context, stream: TextIO | None = None) -> int:
+def run_doctor(context: Context, stream: TextIO | None = None, *, login: bool = True) -> int:
     """Print every check as it completes; 1 when a required check failed, else 0."""
     out = stream or sys.stdout
     symbols = _symbols(out)
@@ -452,7 +473,10 @@ def run_doctor(context: Context, stream: TextIO | None = None) -> int:
     print(f"rsauth doctor: {options.target}, method {options.method}", file=out, flush=True)
     failed: list[str] = []
     notes = 0
-    for result in Doctor(context).results():
+    def announce(line: str) -> None:
+        print(f"{'':<{width}} {'':<{names}} {line}", file=out, flush=True)
+
+    for result in Doctor(context, login=login, announce=announce).results():
         print(f"{symbols[result.status]:<{width}} {result.name:<{names}} {result.detail}",
               file=out, flush=True)
         if result.hint:

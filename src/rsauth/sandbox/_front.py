@@ -107,6 +107,8 @@ _CLOSE_GRACE = 1.0
 _INT32 = struct.Struct("!i")
 _RESET_LINGER = struct.pack("ii", 1, 0)
 
+# Redshift's words (github.com/aws/amazon-redshift-jdbc-driver/issues/21 shows the first
+# with SQLSTATE 28000; issues/97 the second, its SQLSTATE unreported: 28000 here too).
 WRONG_PASSWORD = 'password authentication failed for user "{user}"'
 EXPIRED_PASSWORD = "IAM Authentication token has expired"
 # What PostgreSQL-derived servers, Redshift with require_ssl among them, answer a

@@ -523,7 +523,9 @@ class ControlPlane:
                 "Invalid durationSeconds: the value must be between 900 and 3600 seconds.",
             )
         self.faults.check_denied(caller.arn, workgroup.arn)
-        if workgroup.status != "AVAILABLE":
+        # A workgroup being modified keeps serving (rsauth._endpoint.SERVING gives the
+        # sources); one being created or deleted has no database to log in to.
+        if workgroup.status not in {"AVAILABLE", "MODIFYING"}:
             raise ApiError(
                 "ValidationException",
                 f"Workgroup {workgroup.name} is not available (status {workgroup.status}).",
