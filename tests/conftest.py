@@ -128,6 +128,30 @@ def _register_aws_secrets() -> Iterator[None]:
         botocore.parsers.ResponseParser.parse = original  # type: ignore[method-assign]
 
 
+@pytest.fixture(scope="session")
+def quiet_sandbox_session() -> Iterator[Sandbox]:
+    """A second sandbox for tests of a workgroup that sleeps: sessions other tests leave
+    open would keep the shared one awake."""
+    with Sandbox() as sb:
+        _STARTED.append(sb)
+        try:
+            yield sb
+        finally:
+            _STARTED.remove(sb)
+
+
+@pytest.fixture
+def quiet_sandbox(
+    quiet_sandbox_session: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Sandbox]:
+    """The quiet sandbox, its environment applied, faults, counts and sleep cleared."""
+    quiet_sandbox_session.reset()
+    for key, value in quiet_sandbox_session.env.items():
+        monkeypatch.setenv(key, value)
+    yield quiet_sandbox_session
+    quiet_sandbox_session.reset()
+
+
 @pytest.fixture(autouse=True)
 def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test runs with DEBUG logging captured; a password the session's

@@ -14,49 +14,22 @@ import asyncio
 import socket
 import struct
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 import redshift_connector
+from tests._idle import LONG, idle, wait_for
 
 from rsauth.sandbox import Sandbox, SandboxError
 from rsauth.sandbox._idle import IdleResume
 from rsauth.sandbox._pgwire import SSL_REQUEST
 
-LONG = 600.0  # a resume no test waits out: each ends it by re-timing it
-
-
-@pytest.fixture(scope="module")
-def own_sandbox() -> Iterator[Sandbox]:
-    """A sandbox of its own: sessions other tests leave open would keep the shared one awake."""
-    with Sandbox() as sb:
-        yield sb
-
 
 @pytest.fixture
-def sb(own_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    own_sandbox.reset()
-    for key, value in own_sandbox.env.items():
-        monkeypatch.setenv(key, value)
-    yield own_sandbox
-    own_sandbox.reset()
-
-
-def wait_for(check: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
-    """Poll for a state; the deadline only guards against a hang."""
-    end = time.monotonic() + deadline
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def idle(sb: Sandbox) -> dict[str, Any]:
-    state: dict[str, Any] = sb.front_stats()["idle"]
-    return state
+def sb(quiet_sandbox: Sandbox) -> Sandbox:
+    """The sandbox of tests/conftest.py whose workgroup no other test keeps awake."""
+    return quiet_sandbox
 
 
 def credentials() -> tuple[str, str]:
