@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
 
 import pytest
 from redshift_connector.error import (
@@ -13,14 +16,19 @@ from redshift_connector.error import (
     ProgrammingError,
 )
 
+import rsauth._driver
 from rsauth import ConfigurationError
 from rsauth._config import SETTING_NAMES
 from rsauth._driver import (
+    DRIVER_CA_BUNDLE,
+    LOGIN_REFUSED,
+    calling_module,
     check_driver_kwargs,
     is_login_refused,
     is_tls_failure,
     is_transient,
     server_error,
+    trusted_ca_file,
     with_tls,
 )
 
@@ -159,3 +167,104 @@ def test_driver_errors_without_network_cause_are_not_transient() -> None:
     assert not is_transient(InterfaceError("Server refuses SSL"))
     assert not is_transient(refused("3D000", ProgrammingError))
     assert not is_transient(ValueError("nope"))
+
+
+def test_driver_login_keyword_refusal_names_rsauths_own_options() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check_driver_kwargs({"iam": True})
+    assert str(info.value) == (
+        "iam= is redshift_connector's own IAM login; rsauth logs in itself: "
+        "use method=, role_arn=, db_roles= or profile= instead"
+    )
+
+
+@pytest.mark.parametrize("code", sorted(LOGIN_REFUSED))
+def test_a_refusal_is_known_by_its_sqlstate_whatever_its_words(code: str) -> None:
+    # PostgreSQL's pg_hba refusal: 28000, in words that name no password.
+    exc = ProgrammingError(
+        {"S": "FATAL", "C": code, "M": 'no pg_hba.conf entry for host "10.0.0.1", user "alice"'}
+    )
+    assert is_login_refused(exc)
+
+
+def test_several_suggestions_are_joined_with_or_and_capped_at_three() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check_driver_kwargs({"tcp_keepalive_": 1}, SETTING_NAMES)
+    # Four parameters are close; the message names the three closest.
+    assert str(info.value).endswith(
+        "; did you mean 'tcp_keepalive' or 'tcp_keepalive_idle' or 'tcp_keepalive_count'?"
+    )
+
+
+def test_an_unknown_keyword_with_nothing_close_gets_no_empty_suggestion() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check_driver_kwargs({"zzzzzz": 1}, SETTING_NAMES)
+    assert str(info.value) == (
+        "unknown keyword 'zzzzzz': neither an rsauth option nor a parameter of "
+        "redshift_connector.connect"
+    )
+
+
+def _ask() -> str:
+    return calling_module()
+
+
+def _called_from(module: str | None) -> str:
+    """``calling_module()`` as called by code of module ``module`` (no ``__name__``: None)."""
+    scope: dict[str, Any] = {"calling_module": calling_module}
+    if module is not None:
+        scope["__name__"] = module
+    asked: Callable[[], str] = FunctionType(_ask.__code__, scope)
+    return asked()
+
+
+# mutmut (make mutate) routes every call through its trampoline, itself a caller outside
+# rsauth; its mutants are checked by applying them by hand (docs/testing.md).
+_UNDER_MUTMUT = hasattr(rsauth._driver, "x_calling_module__mutmut_orig")
+_not_under_mutmut = pytest.mark.skipif(_UNDER_MUTMUT, reason="mutmut's trampoline is a caller")
+
+
+@_not_under_mutmut
+def test_the_calling_module_is_the_first_one_outside_rsauth() -> None:
+    # The driver names a connection's application_name after it.
+    assert calling_module() == __name__
+    assert _called_from("etl.jobs") == "etl.jobs"
+    assert _called_from("rsauthx") == "rsauthx"
+    assert _called_from("rsauth") == __name__
+    assert _called_from("rsauth._broker") == __name__
+
+
+@_not_under_mutmut
+def test_code_without_a_module_name_is_named_empty_not_none() -> None:
+    assert _called_from(None) == ""
+
+
+def test_the_ca_file_comes_from_ssl_cert_file_in_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/corporate.pem")
+    assert trusted_ca_file() == "/etc/ssl/corporate.pem"
+    assert trusted_ca_file({}) == str(DRIVER_CA_BUNDLE)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    assert trusted_ca_file() == str(DRIVER_CA_BUNDLE)
+
+
+def test_an_unverified_certificate_is_kept_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="rsauth"):
+        assert with_tls({"ssl_insecure": True})["ssl_insecure"] is True
+    assert "not verified" in caplog.text
+
+
+@pytest.mark.parametrize("args", [(), (42,), ({"C": "57P01"},)])
+def test_driver_errors_without_a_message_are_not_transient(args: tuple[object, ...]) -> None:
+    assert not is_transient(InterfaceError(*args))
+    assert not is_transient(OperationalError(*args))
+
+
+def test_a_server_answer_is_not_transient_even_when_the_socket_broke_after_it() -> None:
+    # The server refused the login, then the driver's socket reset: retrying as a network
+    # failure would repeat a refused login.
+    exc = InterfaceError({"S": "FATAL", "C": "28000", "M": "password authentication failed"})
+    exc.__context__ = ConnectionResetError()
+    assert not is_transient(exc)
+    assert is_login_refused(exc)
