@@ -568,3 +568,17 @@ def test_two_secret_logins_are_the_same_by_version_else_by_user_and_password(
     a: Login, b: Login, same: bool
 ) -> None:
     assert _same_login(a, b) is same
+
+
+def test_a_missing_namespace_names_it_and_the_region(broker: Broker, aws: Aws) -> None:
+    aws.workgroup()
+    aws.rs.add_client_error(
+        "get_namespace",
+        service_error_code="ResourceNotFoundException",
+        service_message="namespace not found",
+        expected_params={"namespaceName": "sales-ns"},
+    )
+    with pytest.raises(NotFoundError) as info:
+        broker.credentials(workgroup="analytics", method="secret")
+    assert "'sales-ns'" in str(info.value)
+    assert REGION in str(info.value)

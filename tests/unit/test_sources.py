@@ -201,3 +201,32 @@ def test_a_bad_host_in_a_secret_is_named_not_shown() -> None:
     with pytest.raises(ConfigurationError, match="its 'host' is not a DNS name") as raised:
         parse_secret(_secret(host="bad host\n"), secret_id="s", version_id=None)
     assert "bad host" not in str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["[]", "not json", None])
+def test_a_secret_that_is_no_json_object_says_what_is_expected(text: str | None) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_secret(text, secret_id="app-login", version_id=None)
+    assert str(info.value) == (
+        "secret 'app-login' is not a JSON object; rsauth expects "
+        '{"username": ..., "password": ...} (optionally host, port, dbname)'
+    )
+
+
+def test_an_empty_secret_object_says_it_has_no_fields() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_secret("{}", secret_id="app-login", version_id=None)
+    assert str(info.value).endswith("it has: no fields")
+
+
+def test_a_bad_port_says_what_a_port_is() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_secret(
+            '{"username": "app", "password": "pw-app", "port": "x"}',
+            secret_id="app-login",
+            version_id=None,
+        )
+    assert str(info.value) == (
+        "secret 'app-login': its 'port' is not a TCP port (a whole number from 1 to 65535, "
+        "or a string of its digits); fix the secret's JSON"
+    )
