@@ -57,6 +57,49 @@ ACCEPTED_CHANGES = [
         "(www.postgresql.org/docs/current/protocol-error-fields.html: 'Always present')",
     ),
     (
+        r"^refused_error: fields = .* -> .*\(cause is not None\) or True",
+        "unreachable: a Refused is always raised from the driver error it came from",
+    ),
+    (
+        r"^refused_error: (detail = .* -> .*else \"XXXX\"|.*'login refused'.* -> )",
+        "unreachable: a refusal always carries the server's message (the M field is always "
+        "present: www.postgresql.org/docs/current/protocol-error-fields.html)",
+    ),
+    (
+        r"^Refused\.__init__: super\(\)\.__init__\(login\.user\) -> ",
+        "internal exception, never shown: refused_error builds the message from its login",
+    ),
+    (
+        r"^_login_of: .* -> .*(password=None|method=None)",
+        "only the user of a refused login is read (refused_error's message)",
+    ),
+    (
+        r'^Logins\.__init__: ("credentials",|describe=describe,) -> ',
+        "the cache's name and key description appear in DEBUG log lines only",
+    ),
+    (
+        r'^Logins\.login: return PasswordSource\(options\.(user|password) or ""',
+        "unreachable: method='password' needs both user= and password= (a ConfigurationError "
+        "before any login)",
+    ),
+    (
+        r"^_as_secret: options = replace\(call\.options, method=\"secret\", fallback=False\)",
+        "equivalent: the converted call's method is 'secret'; fallback is read for 'iam' only",
+    ),
+    (
+        r"^Logins\.invalidate: if predicate is None: -> if predicate is not None:",
+        "equivalent: verdicts are kept per Login object and invalidate() drops every cached "
+        "login, so the next login is a new object, checked again either way",
+    ),
+    (
+        r"^_checked: return check\(key, value\) -> return check\(None, value\)",
+        "equivalent: the check's own message is replaced by one naming the secret and the key",
+    ),
+    (
+        r'^parse_secret: data = None -> data = ""',
+        'equivalent: neither None nor "" is a JSON object; the same error follows',
+    ),
+    (
         r"^check_driver_kwargs: close = .*, n=3\) -> close = .*candidates, \)$",
         "equivalent: n=3 is difflib.get_close_matches' default",
     ),
