@@ -100,6 +100,26 @@ ACCEPTED_CHANGES = [
         'equivalent: neither None nor "" is a JSON object; the same error follows',
     ),
     (
+        r"^refused_error: detail = .* -> .*\(fields\) or True",
+        "unreachable: a refusal always carries the server's fields (is_login_refused reads them)",
+    ),
+    (
+        r"^Connections\._domain_key: ",
+        "equivalent: the domain's key has only to be the same in the lookup and the discard "
+        "and differ from workgroup keys; None and 'XXXX' (workgroup names are lower case) "
+        "do that as '' does",
+    ),
+    (
+        r"^Connections\.workgroup: .*(managed admin secret|pass workgroup= or secret_id=)",
+        "unreachable: every caller has a workgroup (method='secret' without secret_id= needs "
+        "one, fallback=True uses the secret only with one, namespace_roles() takes one)",
+    ),
+    (
+        r"^Connections\._error: if call\.resolved_aws is not None and \( -> .* or \(",
+        "equivalent: resolved_aws is None only for a password login to host=, which has "
+        "neither workgroup nor custom_domain (Call's docstring)",
+    ),
+    (
         r"^check_driver_kwargs: close = .*, n=3\) -> close = .*candidates, \)$",
         "equivalent: n=3 is difflib.get_close_matches' default",
     ),

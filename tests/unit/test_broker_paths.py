@@ -4,7 +4,9 @@ failure becomes, how a refused login recovers, how long lookups and secrets are 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -516,17 +518,19 @@ def test_an_unreachable_host_is_reported_without_aws(driver: FakeDriver) -> None
         broker.connect(host="localhost", port=5439, user="bob", password="pw-bob")
 
 
+@pytest.mark.parametrize("workgroup", [None, "analytics"])
 def test_an_unreachable_custom_domain_is_looked_up_again(
-    broker: Broker, aws: Aws, driver: FakeDriver
+    broker: Broker, aws: Aws, driver: FakeDriver, workgroup: str | None
 ) -> None:
+    # With workgroup= too (say from RSAUTH_WORKGROUP), the domain's lookup is still dropped.
     params = {"customDomainName": "db.example.com", "dbName": "dev", "durationSeconds": 900}
     aws.credentials("pw-1", params=params)
     aws.custom_domain("db.example.com")
     driver.network_failures = 3
     with pytest.raises(ConnectError, match="could not reach"):
-        broker.connect(custom_domain="db.example.com")
+        broker.connect(custom_domain="db.example.com", workgroup=workgroup)
     aws.custom_domain("db.example.com", port=5441)  # the association moved
-    broker.connect(custom_domain="db.example.com")
+    broker.connect(custom_domain="db.example.com", workgroup=workgroup)
     aws.done()
     assert driver.calls[-1]["port"] == 5441
 
@@ -582,3 +586,50 @@ def test_a_missing_namespace_names_it_and_the_region(broker: Broker, aws: Aws) -
         broker.credentials(workgroup="analytics", method="secret")
     assert "'sales-ns'" in str(info.value)
     assert REGION in str(info.value)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server on the loopback that accepts and never answers, like a workgroup that
+    is resuming (its port)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(10)
+    for sock in [listener, *accepted]:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "waited"),
+    [
+        ({}, "0.3"),  # resume_timeout when the driver has none
+        ({"timeout": 0.6}, "0.6"),  # the driver's own timeout when it is longer
+    ],
+)
+def test_a_workgroup_that_does_not_answer_in_time_may_still_be_resuming(
+    silent_server: int, settings: dict[str, Any], waited: str
+) -> None:
+    # The real driver, against a server that took the connection and holds its answer.
+    with Broker(environ={}, resume_timeout=0.3) as broker, pytest.raises(ConnectError) as info:
+        broker.connect(
+            host="127.0.0.1", port=silent_server, user="bob", password="pw-bob", **settings
+        )
+    assert str(info.value) == (
+        f"host '127.0.0.1' at 127.0.0.1:{silent_server} accepted the connection but did not "
+        f"resume within {waited} s; it may still be resuming: try again, or raise "
+        "resume_timeout= (RSAUTH_RESUME_TIMEOUT)"
+    )
