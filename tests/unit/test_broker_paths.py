@@ -633,3 +633,42 @@ def test_a_workgroup_that_does_not_answer_in_time_may_still_be_resuming(
         f"resume within {waited} s; it may still be resuming: try again, or raise "
         "resume_timeout= (RSAUTH_RESUME_TIMEOUT)"
     )
+
+
+def test_an_open_connection_gets_the_drivers_timeout_back(
+    broker: Broker, aws: Aws, driver: FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The handshake may have waited longer (resume_timeout); every later read waits
+    # timeout= again, on the driver's socket (redshift_connector's Connection._usock).
+    sockets: list[socket.socket] = []
+
+    def connect(**kwargs: Any) -> Any:
+        connection = driver(**kwargs)
+        connection._usock = sock = socket.socket()  # type: ignore[attr-defined]
+        sock.settimeout(99)
+        sockets.append(sock)
+        return connection
+
+    monkeypatch.setattr(redshift_connector, "connect", connect)
+    aws.credentials("pw-1")
+    aws.workgroup()
+    try:
+        broker.connect(workgroup="analytics", timeout=7)
+        assert sockets[0].gettimeout() == 7
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_an_unknown_custom_domain_names_the_region(broker: Broker, aws: Aws) -> None:
+    params = {"customDomainName": "db.example.com", "dbName": "dev", "durationSeconds": 900}
+    aws.credentials("pw-1", params=params)
+    aws.rs.add_response(
+        "list_custom_domain_associations",
+        {"associations": []},
+        {"customDomainName": "db.example.com"},
+    )
+    with pytest.raises(NotFoundError) as info:
+        broker.credentials(custom_domain="db.example.com")
+    assert "'db.example.com'" in str(info.value)
+    assert REGION in str(info.value)
