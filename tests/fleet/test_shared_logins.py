@@ -37,7 +37,8 @@ def workers(redis_server: RedisServer) -> Iterator[list[tuple[Broker, Aws]]]:
             clock=clock,
             environ={},
             sleep=sleeps.append,
-            shared_cache=RedisCache(redis_server.url, fleet_key=FLEET_KEY),
+            # No jitter: each worker's refresh starts at the same instant of the clock.
+            shared_cache=RedisCache(redis_server.url, fleet_key=FLEET_KEY, jitter=0.0),
         )
         aws = Aws(broker, clock)
         aws.caller()  # a login is shared per caller: each worker asks who it is
