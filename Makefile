@@ -78,7 +78,7 @@ mutate: $(STAMP)
 	rm -rf mutants
 	@start=$$(date +%s); \
 	PYTHONPATH=src $(BIN)/mutmut run $(MUTANTS); status=$$?; \
-	PYTHONPATH=src $(BIN)/python bench/mutation.py $$(( $$(date +%s) - start )); \
+	PYTHONPATH=src $(BIN)/python bench/mutation.py $$(( $$(date +%s) - start )) '$(MUTANTS)'; \
 	exit $$status
 
 lint: $(STAMP)

@@ -5,8 +5,9 @@ writes, per module, how many mutants were killed and how many survived, and for 
 survivor its place in the source and the change it made, so a survivor can be found
 and either killed with a test or listed as accepted in docs/testing.md.
 
-Run from the project root after ``mutmut run``: ``python bench/mutation.py [seconds]``
-(``seconds``: how long the run took, recorded as given).
+Run from the project root after ``mutmut run``: ``python bench/mutation.py [seconds
+[mutants]]`` (``seconds``: how long the run took, ``mutants``: the names it was limited
+to, both recorded as given). Modules this run did not check keep their earlier entries.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def _survivor(name: str, source: Path) -> dict[str, Any]:
     }
 
 
-def summarise() -> dict[str, Any]:
+def summarise(earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """This run's modules, and ``earlier``'s for the modules this run did not check."""
     modules: dict[str, Any] = {}
     for meta in sorted(MUTANTS.glob("src/**/*.py.meta")):
         source = meta.relative_to(MUTANTS).with_suffix("")
@@ -235,6 +237,10 @@ def summarise() -> dict[str, Any]:
             ),
             "survivors": survivors,
         }
+    checked_now = sorted(modules)
+    for source, module in (earlier or {}).get("modules", {}).items():
+        modules.setdefault(source, module)
+    modules = dict(sorted(modules.items()))
     detected = sum(m["killed"] + m["timeout"] for m in modules.values())
     survived = sum(m["survived"] for m in modules.values())
     accepted = sum(m["accepted"] for m in modules.values())
@@ -250,17 +256,29 @@ def summarise() -> dict[str, Any]:
         "detected_percent_of_the_rest": (
             round(100 * detected / (detected + survived - accepted), 1) if detected else None
         ),
+        "checked_now": checked_now,
         "modules": modules,
     }
 
 
 def main() -> None:
-    report = summarise()
+    # A run limited to some mutants (make mutate MUTANTS=...) updates their modules only;
+    # the others keep the figures of the run that measured them.
+    earlier = json.loads(OUT.read_text()) if OUT.exists() else None
+    report = summarise(earlier)
+    checked_now = report.pop("checked_now")
+    runs = list((earlier or {}).get("runs", []))
+    if earlier is not None and not runs and "seconds" in earlier:
+        runs.append({"mutants": "all (the first run)", "seconds": earlier["seconds"]})
     if len(sys.argv) > 1:
-        report["seconds"] = round(float(sys.argv[1]))
+        mutants = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else "all"
+        runs.append({"mutants": mutants, "seconds": round(float(sys.argv[1]))})
+    report["runs"] = runs
+    report["seconds"] = sum(run["seconds"] for run in runs)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    for source, module in report["modules"].items():
+    for source in checked_now:
+        module = report["modules"][source]
         print(
             f"{source}: {module['killed']} killed, {module['timeout']} timed out, "
             f"{module['survived']} survived ({module['accepted']} accepted; "
