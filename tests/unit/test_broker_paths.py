@@ -672,3 +672,18 @@ def test_an_unknown_custom_domain_names_the_region(broker: Broker, aws: Aws) -> 
         broker.credentials(custom_domain="db.example.com")
     assert "'db.example.com'" in str(info.value)
     assert REGION in str(info.value)
+
+
+def test_the_login_cache_holds_cache_size_logins(make_broker: MakeBroker, clock: FakeClock) -> None:
+    broker = make_broker(cache_size=1)
+    aws = Aws(broker, clock)
+    other = {"workgroupName": "ops", "dbName": "dev", "durationSeconds": 900}
+    aws.credentials("pw-1")
+    aws.workgroup()
+    aws.credentials("pw-2", params=other)
+    aws.workgroup("ops")
+    aws.credentials("pw-3")  # the first login made room for the second
+    assert broker.credentials(workgroup="analytics").password == "pw-1"
+    assert broker.credentials(workgroup="ops").password == "pw-2"
+    assert broker.credentials(workgroup="analytics").password == "pw-3"
+    aws.done()
