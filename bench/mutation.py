@@ -126,6 +126,10 @@ ACCEPTED_CHANGES = [
         "this check never fails and its label is never shown",
     ),
     (
+        r"^Logins\._through_shared: describe=describe\(aws\.key\), -> describe=None,",
+        "the shared tier's description of a login appears in its log lines only",
+    ),
+    (
         r"^check_driver_kwargs: close = .*, n=3\) -> close = .*candidates, \)$",
         "equivalent: n=3 is difflib.get_close_matches' default",
     ),

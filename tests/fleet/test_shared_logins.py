@@ -99,3 +99,18 @@ def test_a_refresh_ahead_replaces_the_shared_login_once_for_the_fleet(
     first_aws.done()
     second_aws.done()
     assert "redshift-serverless.GetCredentials" not in second.stats()
+
+
+def test_a_secret_one_worker_read_serves_the_other_without_aws(
+    workers: list[tuple[Broker, Aws]], driver: FakeDriver
+) -> None:
+    (first, first_aws), (second, second_aws) = workers
+    first_aws.workgroup()
+    first_aws.secret("pw-app", "a", secret="app-login")
+    second_aws.workgroup()
+    assert first.credentials(workgroup="analytics", secret_id="app-login").password == "pw-app"
+    assert second.credentials(workgroup="analytics", secret_id="app-login").password == "pw-app"
+    first_aws.done()
+    second_aws.done()
+    assert first.stats()["secretsmanager.GetSecretValue"] == 1
+    assert "secretsmanager.GetSecretValue" not in second.stats()

@@ -271,9 +271,12 @@ def test_a_fallback_login_is_the_admin_secrets_and_iam_is_tried_again_next_time(
 
 def test_no_fallback_unless_asked(broker: Broker, aws: Aws) -> None:
     deny_iam(aws)
-    with pytest.raises(AccessDeniedError):
+    with pytest.raises(AccessDeniedError) as info:
         broker.credentials(workgroup="analytics", method="iam", fallback=False)
-    aws.done()  # neither GetWorkgroup nor GetNamespace nor the secret was asked for
+    aws.done()
+    assert "fallback" not in str(info.value)
+    # Neither GetWorkgroup nor GetNamespace nor the secret was asked for.
+    assert "redshift-serverless.GetWorkgroup" not in broker.stats()
 
 
 def test_a_failed_fallback_reports_both_failures(broker: Broker, aws: Aws) -> None:
