@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redshift_connector
+from botocore.exceptions import EndpointConnectionError
 from redshift_connector.error import InterfaceError, ProgrammingError
 
 from rsauth import (
@@ -690,3 +691,38 @@ def test_the_login_cache_holds_cache_size_logins(make_broker: MakeBroker, clock:
     assert broker.credentials(workgroup="ops").password == "pw-2"
     assert broker.credentials(workgroup="analytics").password == "pw-3"
     aws.done()
+
+
+def test_a_secret_the_identity_may_not_read_names_the_identity_and_the_action(
+    broker: Broker, aws: Aws
+) -> None:
+    aws.workgroup()
+    aws.sm.add_client_error(
+        "get_secret_value",
+        service_error_code="AccessDeniedException",
+        service_message="not authorized",
+        expected_params={"SecretId": "app-login", "VersionStage": "AWSCURRENT"},
+    )
+    aws.caller()
+    with pytest.raises(AccessDeniedError) as info:
+        broker.credentials(workgroup="analytics", secret_id="app-login")
+    assert str(info.value).startswith(
+        "IAM identity arn:aws:iam::123456789012:user/alice was refused "
+        f"secretsmanager:GetSecretValue on secret 'app-login' in {REGION}"
+    )
+
+
+def test_secrets_manager_out_of_reach_is_a_service_error_naming_the_secret(
+    broker: Broker, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.workgroup()
+
+    def unreachable(**_: Any) -> Any:
+        raise EndpointConnectionError(
+            endpoint_url="https://secretsmanager.us-east-1.amazonaws.com/"
+        )
+
+    monkeypatch.setattr(aws.sm.client, "get_secret_value", unreachable)
+    with pytest.raises(ServiceError) as info:
+        broker.credentials(workgroup="analytics", secret_id="app-login")
+    assert f"secretsmanager:GetSecretValue on secret 'app-login' in {REGION}" in str(info.value)
