@@ -729,3 +729,43 @@ def test_secrets_manager_out_of_reach_is_a_service_error_naming_the_secret(
         f"secretsmanager:GetSecretValue on secret 'app-login' in {REGION} failed after "
         "botocore's retries: Could not connect to the endpoint URL"
     )
+
+
+def test_namespace_roles_are_cached_like_the_endpoint_and_fresh_asks_again(
+    broker: Broker, aws: Aws
+) -> None:
+    role = "arn:aws:iam::123456789012:role/copy-role"
+
+    def namespace(roles: list[str]) -> None:
+        aws.rs.add_response(
+            "get_namespace",
+            {
+                "namespace": {
+                    "namespaceName": "sales-ns",
+                    "defaultIamRoleArn": role,
+                    "iamRoles": roles,
+                }
+            },
+            {"namespaceName": "sales-ns"},
+        )
+
+    aws.workgroup()
+    namespace([role])
+    found = broker.namespace_roles(workgroup="analytics")
+    assert (found.namespace, found.default_role, found.roles) == ("sales-ns", role, (role,))
+    assert broker.namespace_roles(workgroup="analytics") == found  # no AWS call
+    namespace([])
+    assert broker.namespace_roles(workgroup="analytics", fresh=True).roles == ()
+    aws.done()
+
+
+def test_a_missing_namespace_of_the_roles_names_the_region(broker: Broker, aws: Aws) -> None:
+    aws.workgroup()
+    aws.rs.add_client_error(
+        "get_namespace",
+        service_error_code="ResourceNotFoundException",
+        service_message="namespace not found",
+        expected_params={"namespaceName": "sales-ns"},
+    )
+    with pytest.raises(NotFoundError, match=REGION):
+        broker.namespace_roles(workgroup="analytics")
