@@ -130,6 +130,10 @@ ACCEPTED_CHANGES = [
         "the shared tier's description of a login appears in its log lines only",
     ),
     (
+        r"^NotResumed\.__init__: super\(\)\.__init__\(seconds\) -> ",
+        "internal exception, never shown: _error reads its seconds attribute",
+    ),
+    (
         r"^check_driver_kwargs: close = .*, n=3\) -> close = .*candidates, \)$",
         "equivalent: n=3 is difflib.get_close_matches' default",
     ),

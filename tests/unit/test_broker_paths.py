@@ -756,6 +756,23 @@ def test_namespace_roles_are_cached_like_the_endpoint_and_fresh_asks_again(
     assert broker.namespace_roles(workgroup="analytics") == found  # no AWS call
     namespace([])
     assert broker.namespace_roles(workgroup="analytics", fresh=True).roles == ()
+    # Another workgroup's namespace has its own roles.
+    aws.rs.add_response(
+        "get_workgroup",
+        {
+            "workgroup": {
+                "workgroupName": "ops",
+                "namespaceName": "ops-ns",
+                "status": "AVAILABLE",
+                "endpoint": {"address": "ops." + ENDPOINT.partition(".")[2], "port": 5439},
+            }
+        },
+        {"workgroupName": "ops"},
+    )
+    aws.rs.add_response(
+        "get_namespace", {"namespace": {"namespaceName": "ops-ns"}}, {"namespaceName": "ops-ns"}
+    )
+    assert broker.namespace_roles(workgroup="ops").namespace == "ops-ns"
     aws.done()
 
 
