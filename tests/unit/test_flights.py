@@ -7,6 +7,7 @@ The calls are gated by ``threading.Event``s, so no test depends on how long anyt
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import threading
 from collections.abc import Iterator
@@ -253,3 +254,24 @@ def test_credentials_async_shares_flights_by_settings_and_never_by_password() ->
     assert call.runs == 3
     assert {tuple(settings["db_roles"] or ()) for settings in asked} == {("a", "b"), ()}
     assert [settings["password"] for settings in asked].count("p1") == 2
+
+
+def test_get_credentials_async_forwards_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = rsauth.Broker(region="us-east-1")
+    asked: list[dict[str, Any]] = []
+
+    def credentials(**settings: Any) -> Any:
+        asked.append(settings)
+        return "login"
+
+    broker.credentials = credentials  # type: ignore[method-assign]  # the AWS side left out
+    monkeypatch.setattr(rsauth._api, "_default", broker)
+    names = list(inspect.signature(rsauth.get_credentials_async).parameters)
+    assert names == list(inspect.signature(rsauth.Broker.credentials_async).parameters)[1:]
+    given: dict[str, Any] = {name: f"value of {name}" for name in names}
+    try:
+        result: Any = asyncio.run(rsauth.get_credentials_async(**given))
+        assert result == "login"
+    finally:
+        broker.close()
+    assert asked == [given]
