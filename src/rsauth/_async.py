@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from rsauth._errors import ConfigurationError
+
 __all__ = ["WAKE_BATCH", "Flights", "wait"]
 
 T = TypeVar("T")
@@ -114,8 +116,8 @@ class Flights:
         """``call()`` in a worker thread, for callers that must see its result even when
         nobody awaits it any more (to close what it opened)."""
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the Broker is closed")
+            if self._closed:  # as the Broker's blocking calls say it
+                raise ConfigurationError("this Broker is closed; create a new one")
             executor = self._executor
             if executor is None:
                 executor = self._executor = concurrent.futures.ThreadPoolExecutor(

@@ -217,7 +217,7 @@ def test_calls_without_a_key_are_never_shared(flights: Flights) -> None:
 def test_a_closed_flights_fails_the_awaiting_task_and_keeps_nothing(flights: Flights) -> None:
     flights.close()
     call = Gated()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(rsauth.ConfigurationError, match="closed"):
         asyncio.run(flights.join("key", call))
     assert flights.in_flight() == 0
     assert call.runs == 0
@@ -275,3 +275,13 @@ def test_get_credentials_async_forwards_every_setting(monkeypatch: pytest.Monkey
     finally:
         broker.close()
     assert asked == [given]
+
+
+def test_a_closed_broker_refuses_async_work_as_it_refuses_blocking_work() -> None:
+    broker = rsauth.Broker(region="us-east-1")
+    broker.close()
+    with pytest.raises(rsauth.ConfigurationError, match="closed"):
+        asyncio.run(broker.credentials_async(workgroup="analytics"))
+    with pytest.raises(rsauth.ConfigurationError, match="closed"):
+        asyncio.run(broker.connect_async(workgroup="analytics"))
+    assert broker._flights.in_flight() == 0
