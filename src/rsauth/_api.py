@@ -153,4 +153,23 @@ async def get_credentials_async(
 ) -> Credentials:
     """:func:`get_credentials` without blocking the event loop (AWS asked from a worker
     thread, once for every task and thread asking the same at the same time)."""
-    return await default_broker().credentials_async(**given_settings(locals()))
+    # Forwarded one by one: this runs on the loop for every task of a burst, and reading
+    # locals() into a dict costs more than the rest of joining the flight.
+    return await default_broker().credentials_async(
+        workgroup=workgroup,
+        custom_domain=custom_domain,
+        database=database,
+        method=method,
+        duration=duration,
+        secret_id=secret_id,
+        role_arn=role_arn,
+        db_roles=db_roles,
+        user=user,
+        password=password,
+        host=host,
+        port=port,
+        region=region,
+        profile=profile,
+        fallback=fallback,
+        resume_timeout=resume_timeout,
+    )

@@ -11,6 +11,14 @@ too). Each waiter awaits its own future on its own loop, so
 - a flight leaves the table when it ends, whatever the outcome, so the next
   call starts a new one (errors are never kept);
 - any number of event loops and threads may wait on the same flight.
+
+The event loop's share of the work is kept small, since every microsecond of
+it is multiplied by the tasks of a burst: joining a flight is one lock, one
+dict lookup and one future (the settings are read in the worker, once per
+flight); and when a flight ends its waiters are woken ``WAKE_BATCH`` per turn
+of the loop, so a thousand tasks resuming at once do not hold it for one long
+turn. The worker shares the GIL with the loop: while both want it, each may
+wait up to ``sys.getswitchinterval()`` (5 ms by default) for the other.
 """
 
 from __future__ import annotations
@@ -19,14 +27,31 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import os
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-__all__ = ["Flights", "wait"]
+from rsauth._errors import ConfigurationError
+
+__all__ = ["WAKE_BATCH", "Flights", "wait"]
 
 T = TypeVar("T")
+
+# Waiters woken per turn of an event loop when a flight ends: each resumes a task (its
+# frames, its done callbacks) in the turn after, so this bounds how long one turn runs.
+WAKE_BATCH = 64
+
+_Waiting = dict[asyncio.AbstractEventLoop, list["asyncio.Future[Any]"]]
+
+
+class _Flight:
+    """A keyed call and the futures awaiting it, by event loop (guarded by the table's
+    lock; ``None`` once the call has ended and its waiters were handed their wake-ups)."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting: _Waiting | None = {}
 
 
 class Flights:
@@ -34,10 +59,11 @@ class Flights:
 
     def __init__(self, *, max_workers: int | None = None) -> None:
         self._max_workers = max_workers
-        # Guards the table and the executor's creation.
+        # Guards the table, every flight's waiters and the executor's creation.
         self._lock = threading.Lock()
-        self._flights: dict[Hashable, concurrent.futures.Future[Any]] = {}
+        self._flights: dict[Hashable, _Flight] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` in a worker thread; cancelling the awaiting task does not stop it."""
@@ -48,15 +74,30 @@ class Flights:
         (``None``: never shared)."""
         if key is None:
             return await self.run(call)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
         with self._lock:
-            future = self._flights.get(key)
-            started = future is None
-            if future is None:
-                future = self._flights[key] = self._submit_locked(call)
-        if started:
-            # Outside the lock: a flight already over runs the callback right here.
-            future.add_done_callback(functools.partial(self._land, key))
-        return await wait(future)
+            flight = self._flights.get(key)
+            started = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+            waiting = flight.waiting
+            assert waiting is not None  # an ended flight has left the table
+            waiters = waiting.get(loop)
+            if waiters is None:
+                waiting[loop] = [waiter]
+            else:
+                waiters.append(waiter)
+        if not started:
+            return await waiter
+        try:
+            future = self.submit(call)
+        except BaseException as exc:  # closed: the flight ends before it began
+            future = concurrent.futures.Future()
+            future.set_exception(exc)
+        # Outside the lock: a call already over runs the callback right here.
+        future.add_done_callback(functools.partial(self._land, key, flight))
+        return await waiter
 
     def in_flight(self) -> int:
         """How many keyed flights are running."""
@@ -66,6 +107,7 @@ class Flights:
     def close(self) -> None:
         """Stop taking work; running calls finish in their threads."""
         with self._lock:
+            self._closed = True
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
@@ -74,76 +116,67 @@ class Flights:
         """``call()`` in a worker thread, for callers that must see its result even when
         nobody awaits it any more (to close what it opened)."""
         with self._lock:
-            return self._submit_locked(call)
+            if self._closed:  # as the Broker's blocking calls say it
+                raise ConfigurationError("this Broker is closed; create a new one")
+            executor = self._executor
+            if executor is None:
+                executor = self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._max_workers, thread_name_prefix="rsauth"
+                )
+            return executor.submit(call)
 
-    def _submit_locked(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self._max_workers, thread_name_prefix="rsauth"
-            )
-        return self._executor.submit(call)
-
-    def _land(self, key: Hashable, future: concurrent.futures.Future[Any]) -> None:
+    def _land(self, key: Hashable, flight: _Flight, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
-            if self._flights.get(key) is future:
+            if self._flights.get(key) is flight:
                 del self._flights[key]
-
-
-# The waiters of each running call, by event loop: one wake-up per loop when it ends, however
-# many tasks wait there.
-_waiting_lock = threading.Lock()
-_waiting: dict[concurrent.futures.Future[Any], dict[asyncio.AbstractEventLoop, list[Any]]] = {}
-
-
-def _forget_waiters_in_child() -> None:
-    # The parent's threads and loops do not exist here; its lock may have been held.
-    global _waiting_lock, _waiting
-    _waiting_lock = threading.Lock()
-    _waiting = {}
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_waiters_in_child)
+            waiting, flight.waiting = flight.waiting, None
+        for loop, waiters in (waiting or {}).items():
+            _hand_over(loop, future, waiters)
 
 
 async def wait(future: concurrent.futures.Future[T]) -> T:
     """The result of ``future``, awaited through a future of the running loop alone.
 
     Unlike ``asyncio.wrap_future``, cancelling the wait leaves ``future`` alone
-    (other waiters share it).
+    (the call goes on, and its caller may still need its result).
     """
     if future.done():
         return future.result()
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[T] = loop.create_future()
-    with _waiting_lock:
-        by_loop = _waiting.get(future)
-        first = by_loop is None
-        if by_loop is None:
-            by_loop = _waiting[future] = {}
-        by_loop.setdefault(loop, []).append(waiter)
-    if first:
-        # Outside the lock: a call already over runs the callback right here.
-        future.add_done_callback(_wake)
+    future.add_done_callback(lambda done: _hand_over(loop, done, [waiter]))
     return await waiter
 
 
-def _wake(future: concurrent.futures.Future[Any]) -> None:
-    with _waiting_lock:
-        by_loop = _waiting.pop(future, {})
-    for loop, waiters in by_loop.items():
-        # A loop closed meanwhile has no one left waiting.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, future, waiters)
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    done: concurrent.futures.Future[Any],
+    waiters: list[asyncio.Future[Any]],
+) -> None:
+    # A loop closed meanwhile has no one left waiting.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, loop, done, waiters, 0)
 
 
-def _settle(done: concurrent.futures.Future[Any], waiters: list[asyncio.Future[Any]]) -> None:
-    for waiter in waiters:
-        if waiter.done():  # cancelled
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    done: concurrent.futures.Future[Any],
+    waiters: list[asyncio.Future[Any]],
+    start: int,
+) -> None:
+    """Hand ``done``'s outcome to ``WAKE_BATCH`` waiters from ``start``; the next batch
+    in the next turn of the loop, after the tasks woken now have run."""
+    end = start + WAKE_BATCH
+    if end < len(waiters):
+        loop.call_soon(_settle, loop, done, waiters, end)
+    cancelled = done.cancelled()
+    error = None if cancelled else done.exception()
+    for waiter in waiters[start:end]:
+        if waiter.done():  # its task was cancelled
             continue
-        if done.cancelled():
+        if cancelled:
             waiter.cancel()
-        elif (error := done.exception()) is not None:
+        elif error is not None:
             waiter.set_exception(error)
         else:
             waiter.set_result(done.result())

@@ -10,12 +10,13 @@ and try a fresh one (``_logins``) a bounded number of times.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,20 +89,18 @@ class ConnectionOrigin:
 _ORIGINS: weakref.WeakKeyDictionary[Any, ConnectionOrigin] = weakref.WeakKeyDictionary()
 
 
-def _flight_key(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """Which calls may share one flight: those given the same settings. ``None`` (not
-    shared) with a password, which never goes into a key, or an unhashable value."""
-    if "password" in settings:
-        return None
-    key = tuple(
-        (name, tuple(value) if isinstance(value, list) else value)
-        for name, value in sorted(settings.items())
-    )
+def _flight_key(values: tuple[Any, ...]) -> Hashable | None:
+    """Which calls may share one flight: those given the same settings (in the order of
+    ``credentials_async``'s signature). ``None`` (not shared) for an unhashable value."""
     try:
-        hash(key)
+        hash(values)
     except TypeError:
-        return None
-    return ("credentials", *key)
+        values = tuple(tuple(value) if isinstance(value, list) else value for value in values)
+        try:
+            hash(values)
+        except TypeError:
+            return None
+    return values
 
 
 def connection_origin(connection: object) -> ConnectionOrigin | None:
@@ -333,9 +332,16 @@ class Broker:
         """:meth:`credentials` without blocking the event loop: AWS is asked from a worker
         thread, once for all tasks and threads asking the same at the same time.
         Cancelling the awaiting task leaves the login being fetched to the others."""
-        settings = given_settings(locals())
+        # This runs on the loop for every task of a burst: the key is the arguments as they
+        # come (a password never goes into a key: not shared), the settings are read in the
+        # worker thread, once per flight.
+        values: tuple[Any, ...] = (
+            workgroup, custom_domain, database, method, duration, secret_id, role_arn,
+            db_roles, user, password, host, port, region, profile, fallback, resume_timeout,
+        )
         return await self._flights.join(
-            _flight_key(settings), functools.partial(self.credentials, **settings)
+            None if password is not None else _flight_key(values),
+            lambda: self.credentials(**dict(zip(_CREDENTIALS_ASYNC_SETTINGS, values, strict=True))),
         )
 
     def invalidate(self, **match: Any) -> int:
@@ -551,3 +557,6 @@ class Broker:
         # The parent's locks may be held by threads that do not exist here.
         self._start()
 
+
+# credentials_async's settings, in the order of its flight keys.
+_CREDENTIALS_ASYNC_SETTINGS = tuple(inspect.signature(Broker.credentials_async).parameters)[1:]

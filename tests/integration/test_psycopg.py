@@ -272,6 +272,27 @@ def test_an_async_pool_outlives_expired_passwords(
     assert sandbox.calls()["redshift-serverless.GetCredentials"] == 2
 
 
+def test_an_async_pool_outlives_a_secret_rotation(
+    sandbox: Sandbox, broker: rsauth.Broker
+) -> None:
+    async def use() -> list[Any]:
+        users = []
+        async with rsauth.psycopg.async_pool(
+            broker=broker, workgroup=sandbox.workgroup, method="secret", max_size=1
+        ) as pool:
+            for rotate in (True, False):
+                async with pool.connection() as connection:
+                    cursor = await connection.execute("select current_user")
+                    users.append(await cursor.fetchone())
+                    await connection.close()  # the next one is a new session, a new login
+                if rotate:
+                    sandbox.rotate_secret()  # the cached secret is refused now
+        return users
+
+    assert asyncio.run(use()) == [("admin",)] * 2
+    assert broker.stats()["login.retries"] >= 1
+
+
 def test_pools_refuse_the_keywords_rsauth_owns(sandbox: Sandbox) -> None:
     with pytest.raises(rsauth.ConfigurationError, match="connection_class"):
         rsauth.psycopg.pool(workgroup=sandbox.workgroup, connection_class=psycopg.Connection)
