@@ -9,13 +9,14 @@ and try a fresh one (``_logins``) a bounded number of times.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,9 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 from botocore.config import Config
 from cachetools import LRUCache
-from tenacity import RetryCallState
 
-from rsauth._async import Flights
 from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, EndpointKey
 from rsauth._config import (
     PROCESS_ENVIRON,
@@ -36,12 +35,11 @@ from rsauth._config import (
     resolve,
     resolve_region,
 )
-from rsauth._connections import Connections
+from rsauth._connections import Connections, Lookup
 from rsauth._credentials import Credentials
 from rsauth._driver import calling_module, check_driver_kwargs, with_tls
 from rsauth._endpoint import NamespaceRoles
 from rsauth._errors import ConfigurationError
-from rsauth._fleet import RedisCache, shared_cache_from_environ
 from rsauth._fork import reset_in_child
 from rsauth._logins import Logins
 from rsauth._sessions import SessionKey, Sessions
@@ -49,6 +47,9 @@ from rsauth._sources import AwsContext, Login
 
 if TYPE_CHECKING:
     from redshift_connector.core import Connection
+
+    from rsauth._async import Flights
+    from rsauth._fleet import RedisCache
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -102,6 +103,27 @@ def _flight_key(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
     except TypeError:
         return None
     return ("credentials", *key)
+
+
+class _NoLookup:
+    """No endpoint lookup running beside the login: nothing to wait for."""
+
+    def wait(self) -> None:
+        pass
+
+
+_NO_LOOKUP = _NoLookup()
+
+# RSAUTH_SHARED_CACHE_URL (rsauth._fleet's URL_ENV): only then is fleet mode loaded.
+_SHARED_CACHE_URL_ENV = "RSAUTH_SHARED_CACHE_URL"
+
+
+def _shared_cache_from_environ(environ: Mapping[str, str]) -> RedisCache | None:
+    if not environ.get(_SHARED_CACHE_URL_ENV):
+        return None
+    from rsauth._fleet import shared_cache_from_environ
+
+    return shared_cache_from_environ(environ)
 
 
 def connection_origin(connection: object) -> ConnectionOrigin | None:
@@ -166,7 +188,7 @@ class Broker:
         # Fleet mode: the shared tier between the in-process cache and AWS (rsauth._fleet).
         self._owns_shared = shared_cache is None
         self._shared = shared_cache if shared_cache is not None else (
-            shared_cache_from_environ(self._env)
+            _shared_cache_from_environ(self._env)
         )
         self._start()
         reset_in_child(self)
@@ -198,8 +220,8 @@ class Broker:
             shared=self._shared,
             on_retry=functools.partial(self._count_retry, "login"),
         )
-        # Worker threads for the async API, one flight per login asked for.
-        self._flights = Flights()
+        # Worker threads for the async API (made on its first use: asyncio is loaded then).
+        self._flights_made: Flights | None = None
         # The AWS side of recent calls (keys, contexts), rebuilt only for new arguments.
         self._memo_lock = threading.Lock()
         self._aws_memo: LRUCache[tuple[Any, ...], AwsSide] = LRUCache(maxsize=256)
@@ -266,14 +288,15 @@ class Broker:
         connecting once (then closed); not a superuser → NotSuperuserError.
         """
         call = self._resolve_call(given_settings(locals()))
-        if call.options.method == "superuser":
+        with self._endpoint_ahead(call) as endpoint:
             login = self._logins.login(call)
-            if not self._logins.is_verified(login):
+            if call.options.method == "superuser" and not self._logins.is_verified(login):
+                endpoint.wait()
                 connection, credentials = self._connect(call, with_tls({}))
                 connection.close()
                 return credentials
+            endpoint.wait()
             return self._connections.credentials(call, login)
-        return self._connections.credentials(call, self._logins.login(call))
 
     async def connect_async(
         self,
@@ -399,7 +422,10 @@ class Broker:
     def close(self) -> None:
         """Release clients and cached logins. The Broker cannot be used afterwards."""
         self._closed = True
-        self._flights.close()
+        with self._memo_lock:
+            flights = self._flights_made
+        if flights is not None:
+            flights.close()
         self._logins.invalidate()
         self._connections.invalidate()
         self._sessions.close()
@@ -415,6 +441,16 @@ class Broker:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<rsauth.Broker region={self._region!r} profile={self._profile!r} {state}>"
+
+    @property
+    def _flights(self) -> Flights:
+        """Worker threads for the async API, one flight per login asked for."""
+        with self._memo_lock:
+            if self._flights_made is None:
+                from rsauth._async import Flights  # the async API's: asyncio loads with it
+
+                self._flights_made = Flights()
+            return self._flights_made
 
     # -- resolution (no network) -----------------------------------------
 
@@ -511,18 +547,38 @@ class Broker:
         :meth:`Connections.open_with` reads them; a refused login is recovered and a
         superuser checked as in :meth:`connect` (on ``verify(connection)``, a DB-API view)."""
 
-        def use(login: Login) -> tuple[C, Credentials]:
-            credentials = self._connections.credentials(call, login)
-            opened = self._connections.open_with(
-                call, credentials, functools.partial(connect, credentials)
-            )
-            return opened, credentials
+        with self._endpoint_ahead(call) as endpoint:
 
-        (connection, credentials), login = self._logins.attempt(call, use)
+            def use(login: Login) -> tuple[C, Credentials]:
+                endpoint.wait()
+                credentials = self._connections.credentials(call, login)
+                opened = self._connections.open_with(
+                    call, credentials, functools.partial(connect, credentials)
+                )
+                return opened, credentials
+
+            (connection, credentials), login = self._logins.attempt(call, use)
         if call.options.method == "superuser" and not self._logins.is_verified(login):
             self._connections.verify_superuser(verify(connection), call, login)
             self._logins.mark_verified(login)
         return connection, credentials
+
+    @contextlib.contextmanager
+    def _endpoint_ahead(self, call: Call) -> Iterator[Lookup | _NoLookup]:
+        """On a cold cache, the endpoint looked up beside the login (``GetWorkgroup`` while
+        ``GetCredentials`` runs, in a thread of its own); ``wait()`` before using it. When
+        the block is left, the lookup is over."""
+        pending = self._connections.pending_lookup(call)
+        if pending is None or not self._logins.will_fetch(call):
+            # Nothing to overlap: the endpoint is cached, or the login is at hand (or is
+            # found through this very lookup, as a managed admin secret is).
+            yield _NO_LOOKUP
+            return
+        lookup = Lookup(pending)
+        try:
+            yield lookup
+        finally:
+            lookup.join()
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -542,10 +598,10 @@ class Broker:
         with self._stats_lock:
             self._calls[operation] += 1
 
-    def _count_retry(self, kind: str, state: RetryCallState) -> None:
+    def _count_retry(self, kind: str, attempt: int) -> None:
         with self._stats_lock:
             self._retries[kind] += 1
-        logger.debug("%s attempt %d failed; retrying", kind, state.attempt_number)
+        logger.debug("%s attempt %d failed; retrying", kind, attempt)
 
     def _after_fork(self) -> None:
         # The parent's locks may be held by threads that do not exist here.

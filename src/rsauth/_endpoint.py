@@ -120,6 +120,10 @@ class Endpoints:
             self._roles.discard(key)
         return self._roles.get(key, lambda: Lease(fetch(), refresh_after=self._ttl))
 
+    def has(self, key: Hashable) -> bool:
+        """Whether a lookup for ``key`` is cached (fresh or due for its refresh)."""
+        return self._cache.peek(key) is not None
+
     def discard(self, key: Hashable) -> None:
         self._cache.discard(key)
 
