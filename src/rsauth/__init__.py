@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 import logging
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from rsauth._api import connect, connect_async, get_credentials, get_credentials_async
 from rsauth._broker import Broker
@@ -23,7 +23,7 @@ from rsauth._errors import (
 )
 from rsauth._redact import protect_botocore_logs as _protect_botocore_logs
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from rsauth._fleet import RedisCache
 
 __version__ = "0.1.0.dev0"
@@ -55,9 +55,9 @@ __all__ = [
 _LAZY = {"RedisCache": "rsauth._fleet"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(_importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rsauth' has no attribute {name!r}")
 
 

@@ -31,6 +31,7 @@ from rsauth._config import (
     SETTING_NAMES,
     SETTINGS_BY_NAME,
     Options,
+    environ_seen,
     given_settings,
     resolve,
     resolve_region,
@@ -103,6 +104,20 @@ def _flight_key(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
     except TypeError:
         return None
     return ("credentials", *key)
+
+
+# Distinct credentials() calls remembered; more is a service asking for many logins, which
+# the caches below serve anyway.
+_SEEN_MAX = 256
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A credentials() answer and what it rests on (see :meth:`Broker._marks`)."""
+
+    marks: tuple[tuple[Any, ...], int, int]
+    fresh_until: float
+    credentials: Credentials
 
 
 class _NoLookup:
@@ -222,6 +237,9 @@ class Broker:
         )
         # Worker threads for the async API (made on its first use: asyncio is loaded then).
         self._flights_made: Flights | None = None
+        # Answers of recent credentials() calls, by their arguments (one dict: its reads
+        # and writes are atomic), each valid while what it rests on is unchanged.
+        self._seen: dict[tuple[Any, ...], _Seen] = {}
         # The AWS side of recent calls (keys, contexts), rebuilt only for new arguments.
         self._memo_lock = threading.Lock()
         self._aws_memo: LRUCache[tuple[Any, ...], AwsSide] = LRUCache(maxsize=256)
@@ -287,7 +305,27 @@ class Broker:
         With ``method="superuser"`` a login not yet verified is checked by
         connecting once (then closed); not a superuser → NotSuperuserError.
         """
+        repeat: tuple[Any, ...] | None = None
+        if password is None:  # never a password in a key
+            repeat = (
+                workgroup, custom_domain, database, method, duration, secret_id, role_arn,
+                db_roles, user, host, port, region, profile, fallback, resume_timeout,
+            )
+            try:
+                seen = self._seen.get(repeat)
+            except TypeError:  # an unhashable argument (db_roles as a list)
+                seen, repeat = None, None
+            if seen is not None and self._still_holds(seen):
+                self._logins.count_hit()
+                return seen.credentials
+        before = self._marks()
         call = self._resolve_call(given_settings(locals()))
+        credentials = self._credentials(call)
+        if repeat is not None:
+            self._remember(repeat, before, call, credentials)
+        return credentials
+
+    def _credentials(self, call: Call) -> Credentials:
         with self._endpoint_ahead(call) as endpoint:
             login = self._logins.login(call)
             if call.options.method == "superuser" and not self._logins.is_verified(login):
@@ -422,6 +460,7 @@ class Broker:
     def close(self) -> None:
         """Release clients and cached logins. The Broker cannot be used afterwards."""
         self._closed = True
+        self._seen.clear()
         with self._memo_lock:
             flights = self._flights_made
         if flights is not None:
@@ -562,6 +601,41 @@ class Broker:
             self._connections.verify_superuser(verify(connection), call, login)
             self._logins.mark_verified(login)
         return connection, credentials
+
+    # -- repeated calls ---------------------------------------------------
+
+    def _marks(self) -> tuple[tuple[Any, ...], int, int]:
+        """What a call's answer rests on besides its arguments: the environment's settings
+        and the generations of the login and endpoint caches."""
+        return (
+            environ_seen(self._env), self._logins.generation, self._connections.generation
+        )
+
+    def _still_holds(self, seen: _Seen) -> bool:
+        return (
+            not self._closed
+            and self._clock().timestamp() < seen.fresh_until
+            and seen.marks == self._marks()
+        )
+
+    def _remember(
+        self,
+        repeat: tuple[Any, ...],
+        before: tuple[tuple[Any, ...], int, int],
+        call: Call,
+        credentials: Credentials,
+    ) -> None:
+        """Keep ``credentials`` for a repeat of the same call while the login and the
+        endpoint it came from stay cached and fresh and nothing it read changes."""
+        if call.resolved_aws is None:
+            return
+        login_until = self._logins.fresh_until(call)
+        endpoint_until = self._connections.fresh_until(call)
+        if login_until is None or endpoint_until is None or self._marks() != before:
+            return  # a fallback login, or a cache changed meanwhile: not a plain repeat
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        self._seen[repeat] = _Seen(before, min(login_until, endpoint_until), credentials)
 
     @contextlib.contextmanager
     def _endpoint_ahead(self, call: Call) -> Iterator[Lookup | _NoLookup]:

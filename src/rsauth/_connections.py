@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -216,6 +217,25 @@ class Connections:
             call.options.custom_domain,
             call.aws.context,
         )
+
+    @property
+    def generation(self) -> int:
+        """Moves whenever an endpoint lookup is stored or dropped."""
+        return self._endpoints.generation
+
+    def fresh_until(self, call: Call) -> float | None:
+        """Until when :meth:`address` answers the call from the cache without a refresh:
+        ``inf`` when it looks nothing up, ``None`` when its lookup is not cached."""
+        options = call.options
+        if options.host or call.resolved_aws is None or (
+            options.custom_domain and options.port
+        ):
+            return math.inf
+        if options.custom_domain:
+            return self._endpoints.fresh_until(self._domain_key(call))
+        if options.workgroup:
+            return self._endpoints.fresh_until(call.aws.endpoint_key)
+        return math.inf
 
     def pending_lookup(self, call: Call) -> Callable[[], object] | None:
         """The endpoint lookup :meth:`address` would make for the call (nothing cached),

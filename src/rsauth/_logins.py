@@ -115,6 +115,19 @@ class Logins:
                     f"{exc}; the fallback to the managed admin secret failed too: {secret_exc}"
                 ) from exc
 
+    @property
+    def generation(self) -> int:
+        """Moves whenever a login is stored or dropped."""
+        return self._cache.generation
+
+    def fresh_until(self, call: Call) -> float | None:
+        """Until when the call's cached login is a hit without a refresh (None: not cached)."""
+        return self._cache.fresh_until(call.aws.key)
+
+    def count_hit(self) -> None:
+        """Count a login answered from what a previous call remembered of this cache."""
+        self._cache.count_hit()
+
     def will_fetch(self, call: Call) -> bool:
         """Whether the call's login is to be fetched (nothing cached) without the workgroup's
         lookup: a managed admin secret is found through that lookup, a password not fetched."""

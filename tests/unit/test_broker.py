@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -16,6 +16,7 @@ from botocore.stub import Stubber
 from redshift_connector.error import InterfaceError
 
 import rsauth
+import rsauth._broker
 from rsauth import (
     AccessDeniedError,
     AuthenticationError,
@@ -102,6 +103,28 @@ class FakeDriver:
         connection = FakeConnection(kwargs, self.superuser)
         self.connections.append(connection)
         return connection
+
+
+class InLineLookup:
+    """The endpoint lookup made when it is waited for, after the login, as before the two
+    were asked side by side: botocore's Stubber answers in a fixed order. Calls side by
+    side are tested against the sandbox (tests/integration/test_coldstart.py)."""
+
+    def __init__(self, lookup: Callable[[], object]) -> None:
+        self._lookup: Callable[[], object] | None = lookup
+
+    def wait(self) -> None:
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            lookup()
+
+    def join(self) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _lookups_in_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rsauth._broker, "Lookup", InLineLookup)
 
 
 @pytest.fixture
