@@ -38,8 +38,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with rsauth.connect(timeout=budget, resume_timeout=budget) as connection:
         cursor = connection.cursor()
         cursor.execute("select current_user, current_database()")
-        user, database = cursor.fetchone()
+        row = cursor.fetchone()
         cursor.close()
+    assert row is not None  # "select" always answers one row
+    user, database = row
     return {"user": user, "database": database}
 
 
