@@ -643,9 +643,15 @@ class Broker:
         ``GetCredentials`` runs, in a thread of its own); ``wait()`` before using it. When
         the block is left, the lookup is over."""
         pending = self._connections.pending_lookup(call)
-        if pending is None or not self._logins.will_fetch(call):
+        if (
+            pending is None
+            or not self._logins.will_fetch(call)
+            or not self._sessions.credentials_at_hand(call.aws.session_key)
+        ):
             # Nothing to overlap: the endpoint is cached, or the login is at hand (or is
-            # found through this very lookup, as a managed admin secret is).
+            # found through this very lookup, as a managed admin secret is); or the role
+            # is still to be assumed, which both calls would wait for (and each ask STS
+            # again if it refused).
             yield _NO_LOOKUP
             return
         lookup = Lookup(pending)
