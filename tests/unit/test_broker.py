@@ -349,6 +349,42 @@ def test_credentials_are_refreshed_ahead_of_expiry(
     assert broker.stats()["cache.refreshes"] == 1
 
 
+def test_a_repeated_call_is_a_counted_hit_of_the_same_value(
+    broker: Broker, aws: Aws, clock: FakeClock
+) -> None:
+    aws.credentials("pw-1")
+    aws.workgroup()
+    first = broker.credentials(workgroup="analytics")
+    for _ in range(50):
+        assert broker.credentials(workgroup="analytics") is first
+    clock.advance(599)  # still before the advisory window of a 900 s login
+    assert broker.credentials(workgroup="analytics") is first
+    stats = broker.stats()
+    assert (stats["cache.misses"], stats["cache.hits"]) == (1, 51)
+    aws.done()
+
+
+def test_a_repeated_call_reads_the_environment_again(clock: FakeClock) -> None:
+    environ: dict[str, str] = {}
+    with Broker(session=keyed_session(), clock=clock, environ=environ) as broker:
+        aws = Aws(broker, clock)
+        environ["AWS_REGION"] = REGION
+        aws.credentials("pw-1")
+        aws.workgroup()
+        assert broker.credentials(workgroup="analytics").database == "dev"
+        environ["RSAUTH_DATABASE"] = "sales"
+        aws.credentials(
+            "pw-2",
+            params={"workgroupName": "analytics", "dbName": "sales", "durationSeconds": 900},
+        )
+        changed = broker.credentials(workgroup="analytics")
+        assert (changed.database, changed.password) == ("sales", "pw-2")
+        del environ["AWS_REGION"]
+        with pytest.raises(ConfigurationError, match="no AWS region"):
+            broker.credentials(workgroup="analytics")
+        aws.done()
+
+
 def test_lifetime_comes_from_the_servers_clock(broker: Broker, aws: Aws, clock: FakeClock) -> None:
     # The server's clock is an hour ahead: the login still lives 900 s from now.
     aws.credentials("pw-1", server_skew=3600)
