@@ -15,8 +15,8 @@
 
 Prints tables and writes ``bench/results/coldstart.json``, with the load
 average the machine had: on a shared machine the ratios (contenders measured
-side by side in the same run) are the figures to read. Nothing here asserts a
-timing.
+side by side in the same run) and each child's CPU time (user + system, which
+load barely moves) are the figures to read. Nothing here asserts a timing.
 
     python bench/coldstart.py [--quick] [--pairs N]
 """
@@ -28,13 +28,14 @@ import compileall
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import rsauth
 from rsauth.sandbox import Sandbox
@@ -132,14 +133,24 @@ print(json.dumps(spans))
 """
 
 
-def run_child(code: str, env: dict[str, str]) -> tuple[float, str]:
-    """Wall milliseconds of a fresh ``python -c code`` process, and what it printed."""
+class Run(NamedTuple):
+    wall_ms: float
+    cpu_ms: float  # the child's user + system time: what load on the machine barely moves
+    out: str
+
+
+def run_child(code: str, env: dict[str, str]) -> Run:
+    """A fresh ``python -c code`` process: its wall and CPU milliseconds, what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True,
         timeout=300,
     )
-    return (time.perf_counter() - start) * 1000, done.stdout
+    wall = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return Run(wall, cpu, done.stdout)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -160,21 +171,29 @@ class ColdStart:
 
     def imports(self) -> None:
         scripts = {"rsauth": "import rsauth", "redshift_connector": "import redshift_connector"}
-        samples: dict[str, list[float]] = {name: [] for name in scripts}
-        gaps = []
-        baseline = []
+        walls: dict[str, list[float]] = {name: [] for name in scripts}
+        cpus: dict[str, list[float]] = {name: [] for name in scripts}
+        gaps, cpu_gaps, baseline = [], [], []
         for index in range(self.pairs):
             order = list(scripts) if index % 2 == 0 else list(reversed(scripts))
-            pair = {name: run_child(scripts[name], self.env)[0] for name in order}
-            for name, wall in pair.items():
-                samples[name].append(wall)
-            gaps.append(pair["rsauth"] - pair["redshift_connector"])
-            baseline.append(run_child("pass", self.env)[0])
+            pair = {name: run_child(scripts[name], self.env) for name in order}
+            for name, run in pair.items():
+                walls[name].append(run.wall_ms)
+                cpus[name].append(run.cpu_ms)
+            gaps.append(pair["rsauth"].wall_ms - pair["redshift_connector"].wall_ms)
+            cpu_gaps.append(pair["rsauth"].cpu_ms - pair["redshift_connector"].cpu_ms)
+            baseline.append(run_child("pass", self.env).wall_ms)
         self.results["import"] = {
             "pairs": self.pairs,
-            **{f"import {name}": summary(values) for name, values in samples.items()},
+            **{
+                f"import {name}": {
+                    **summary(walls[name]), "cpu_ms": round(statistics.median(cpus[name]), 1)
+                }
+                for name in scripts
+            },
             "python -c pass": summary(baseline),
             "gap_ms": round(statistics.median(gaps), 1),
+            "cpu_gap_ms": round(statistics.median(cpu_gaps), 1),
         }
 
     def first_connect(self) -> None:
@@ -192,27 +211,33 @@ class ColdStart:
             if latency:
                 self.sb.latency(latency / 1000)
             walls: dict[str, list[float]] = {name: [] for name in scripts}
+            cpus: dict[str, list[float]] = {name: [] for name in scripts}
             inside: dict[str, list[list[float]]] = {name: [] for name in scripts}
-            ratios = []
+            ratios, cpu_ratios = [], []
             for index in range(self.pairs):
                 order = list(scripts) if index % 2 == 0 else list(reversed(scripts))
                 pair = {}
                 for name in order:
-                    wall, out = run_child(scripts[name], self.env)
-                    pair[name] = wall
-                    walls[name].append(wall)
-                    inside[name].append([float(part) * 1000 for part in out.split()])
-                ratios.append(pair["rsauth"] / pair["redshift_connector iam"])
+                    run = pair[name] = run_child(scripts[name], self.env)
+                    walls[name].append(run.wall_ms)
+                    cpus[name].append(run.cpu_ms)
+                    inside[name].append([float(part) * 1000 for part in run.out.split()])
+                ratios.append(pair["rsauth"].wall_ms / pair["redshift_connector iam"].wall_ms)
+                cpu_ratios.append(
+                    pair["rsauth"].cpu_ms / pair["redshift_connector iam"].cpu_ms
+                )
             row: dict[str, Any] = {"latency_ms": latency, "pairs": self.pairs}
             for name in scripts:
                 phases = list(zip(*inside[name], strict=True))
                 row[name] = {
                     **summary(walls[name]),
+                    "cpu_ms": round(statistics.median(cpus[name]), 1),
                     "import_ms": round(statistics.median(phases[0]), 1),
                     "connect_ms": round(statistics.median(phases[1]), 1),
                     "select_ms": round(statistics.median(phases[2]), 1),
                 }
             row["ratio"] = round(statistics.median(ratios), 3)
+            row["cpu_ratio"] = round(statistics.median(cpu_ratios), 3)
             rows.append(row)
         self.sb.reset()
         self.results["first_connect"] = rows
@@ -225,7 +250,7 @@ class ColdStart:
             if latency:
                 self.sb.latency(latency / 1000)
             runs: list[list[list[Any]]] = [
-                json.loads(run_child(code, self.env)[1]) for _ in range(self.breakdowns)
+                json.loads(run_child(code, self.env).out) for _ in range(self.breakdowns)
             ]
             # The run whose whole connect is the median one, shown as it happened.
             runs.sort(key=lambda spans: next(s[2] - s[1] for s in spans if "whole" in s[0]))
@@ -261,18 +286,24 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
 def print_report(results: dict[str, Any]) -> None:
     imports = results["import"]
     print(f"\n== imports in a fresh process, median of {imports['pairs']} pairs ==")
+    print(f"{'':<34}{'wall ms':>10}{'CPU ms':>10}")
     for name in ("import rsauth", "import redshift_connector", "python -c pass"):
-        print(f"{name:<34}{imports[name]['median_ms']:>10} ms")
-    print(f"{'rsauth - redshift_connector':<34}{imports['gap_ms']:>+10} ms (median of pairs)")
+        cpu = imports[name].get("cpu_ms", "")
+        print(f"{name:<34}{imports[name]['median_ms']:>10}{cpu:>10}")
+    print(f"{'rsauth - redshift_connector':<34}{imports['gap_ms']:>+10}"
+          f"{imports['cpu_gap_ms']:>+10}  (medians of the pairs' differences)")
     print("\n== cold start: fresh process, import + first connect + select 1 ==")
-    print(f"{'AWS latency':<13}{'contender':<24}{'wall ms':>9}{'import':>8}{'connect':>9}"
-          f"{'select':>8}{'ratio':>8}")
+    print(f"{'AWS latency':<13}{'contender':<24}{'wall ms':>9}{'CPU ms':>8}{'import':>8}"
+          f"{'connect':>9}{'select':>8}{'ratio':>7}{'CPU ratio':>10}")
     for row in results["first_connect"]:
         for name in ("rsauth", "redshift_connector iam"):
             part = row[name]
-            ratio = f"{row['ratio']:>8}" if name == "rsauth" else ""
+            ratios = f"{row['ratio']:>7}{row['cpu_ratio']:>10}" if name == "rsauth" else ""
             print(f"{row['latency_ms']:>5} ms     {name:<24}{part['median_ms']:>9}"
-                  f"{part['import_ms']:>8}{part['connect_ms']:>9}{part['select_ms']:>8}{ratio}")
+                  f"{part['cpu_ms']:>8}{part['import_ms']:>8}{part['connect_ms']:>9}"
+                  f"{part['select_ms']:>8}{ratios}")
+    print("(wall ms: the whole process; import, connect, select: inside it, wall; ratio: "
+          "the median of the pairs' ratios)")
     for row in results["breakdown"]:
         print(f"\n== rsauth's cold path, {row['latency_ms']} ms AWS latency "
               f"(the median of {row['runs']} runs; ms from the script's first line) ==")
