@@ -111,13 +111,18 @@ def _flight_key(settings: Mapping[str, Any]) -> tuple[Any, ...] | None:
 _SEEN_MAX = 256
 
 
-@dataclass(frozen=True)
 class _Seen:
-    """A credentials() answer and what it rests on (see :meth:`Broker._marks`)."""
+    """A credentials() answer and what it rests on (see :meth:`Broker._marks`); never
+    changed once made. (A plain class: a dataclass costs more to define at import.)"""
 
-    marks: tuple[tuple[Any, ...], int, int]
-    fresh_until: float
-    credentials: Credentials
+    __slots__ = ("credentials", "fresh_until", "marks")
+
+    def __init__(
+        self, marks: tuple[tuple[Any, ...], int, int], fresh_until: float, credentials: Credentials
+    ) -> None:
+        self.marks = marks
+        self.fresh_until = fresh_until
+        self.credentials = credentials
 
 
 class _NoLookup:

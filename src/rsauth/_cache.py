@@ -69,6 +69,8 @@ class Lease(Generic[V]):
 
 @dataclass(frozen=True)
 class _Entry(Generic[V]):
+    """A cached value and the instants (the clock's timestamps) of its windows."""
+
     value: V
     advisory_at: float
     mandatory_at: float
@@ -77,6 +79,8 @@ class _Entry(Generic[V]):
 
 @dataclass
 class CacheStats:
+    """Counts since the cache was made: values served, fetched, refreshed."""
+
     hits: int = 0
     misses: int = 0
     refreshes: int = 0
