@@ -32,6 +32,9 @@ _default: Broker | None = None
 def default_broker() -> Broker:
     """The process-wide Broker behind :func:`connect`, made on first use."""
     global _default
+    made = _default
+    if made is not None:  # made once: later calls need no lock
+        return made
     with _lock:
         if _default is None:
             _default = Broker()
@@ -99,7 +102,13 @@ def get_credentials(
     resume_timeout: float | None = None,
 ) -> Credentials:
     """The current :class:`Credentials` for a workgroup (cached, refreshed ahead of expiry)."""
-    return default_broker().credentials(**given_settings(locals()))
+    # Every keyword spelled out (None: not given), as Broker.credentials takes them.
+    return default_broker().credentials(
+        workgroup=workgroup, custom_domain=custom_domain, database=database, method=method,
+        duration=duration, secret_id=secret_id, role_arn=role_arn, db_roles=db_roles,
+        user=user, password=password, host=host, port=port, region=region, profile=profile,
+        fallback=fallback, resume_timeout=resume_timeout,
+    )
 
 
 async def connect_async(

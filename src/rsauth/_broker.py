@@ -9,6 +9,7 @@ and try a fresh one (``_logins``) a bounded number of times.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -16,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,25 +25,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 from botocore.config import Config
 from cachetools import LRUCache
-from tenacity import RetryCallState
 
-from rsauth._async import Flights
 from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, EndpointKey
 from rsauth._config import (
     PROCESS_ENVIRON,
     SETTING_NAMES,
     SETTINGS_BY_NAME,
     Options,
+    environ_seen,
     given_settings,
     resolve,
     resolve_region,
 )
-from rsauth._connections import Connections
+from rsauth._connections import Connections, Lookup
 from rsauth._credentials import Credentials
 from rsauth._driver import calling_module, check_driver_kwargs, with_tls
 from rsauth._endpoint import NamespaceRoles
 from rsauth._errors import ConfigurationError
-from rsauth._fleet import RedisCache, shared_cache_from_environ
 from rsauth._fork import reset_in_child
 from rsauth._logins import Logins
 from rsauth._sessions import SessionKey, Sessions
@@ -50,6 +49,9 @@ from rsauth._sources import AwsContext, Login
 
 if TYPE_CHECKING:
     from redshift_connector.core import Connection
+
+    from rsauth._async import Flights
+    from rsauth._fleet import RedisCache
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -101,6 +103,46 @@ def _flight_key(values: tuple[Any, ...]) -> Hashable | None:
         except TypeError:
             return None
     return values
+
+
+# Distinct credentials() calls remembered; more is a service asking for many logins, which
+# the caches below serve anyway.
+_SEEN_MAX = 256
+
+
+class _Seen:
+    """A credentials() answer and what it rests on (see :meth:`Broker._marks`); never
+    changed once made. (A plain class: a dataclass costs more to define at import.)"""
+
+    __slots__ = ("credentials", "fresh_until", "marks")
+
+    def __init__(
+        self, marks: tuple[tuple[Any, ...], int, int], fresh_until: float, credentials: Credentials
+    ) -> None:
+        self.marks = marks
+        self.fresh_until = fresh_until
+        self.credentials = credentials
+
+
+class _NoLookup:
+    """No endpoint lookup running beside the login: nothing to wait for."""
+
+    def wait(self) -> None:
+        pass
+
+
+_NO_LOOKUP = _NoLookup()
+
+# RSAUTH_SHARED_CACHE_URL (rsauth._fleet's URL_ENV): only then is fleet mode loaded.
+_SHARED_CACHE_URL_ENV = "RSAUTH_SHARED_CACHE_URL"
+
+
+def _shared_cache_from_environ(environ: Mapping[str, str]) -> RedisCache | None:
+    if not environ.get(_SHARED_CACHE_URL_ENV):
+        return None
+    from rsauth._fleet import shared_cache_from_environ
+
+    return shared_cache_from_environ(environ)
 
 
 def connection_origin(connection: object) -> ConnectionOrigin | None:
@@ -165,7 +207,7 @@ class Broker:
         # Fleet mode: the shared tier between the in-process cache and AWS (rsauth._fleet).
         self._owns_shared = shared_cache is None
         self._shared = shared_cache if shared_cache is not None else (
-            shared_cache_from_environ(self._env)
+            _shared_cache_from_environ(self._env)
         )
         self._start()
         reset_in_child(self)
@@ -197,8 +239,11 @@ class Broker:
             shared=self._shared,
             on_retry=functools.partial(self._count_retry, "login"),
         )
-        # Worker threads for the async API, one flight per login asked for.
-        self._flights = Flights()
+        # Worker threads for the async API (made on its first use: asyncio is loaded then).
+        self._flights_made: Flights | None = None
+        # Answers of recent credentials() calls, by their arguments (one dict: its reads
+        # and writes are atomic), each valid while what it rests on is unchanged.
+        self._seen: dict[tuple[Any, ...], _Seen] = {}
         # The AWS side of recent calls (keys, contexts), rebuilt only for new arguments.
         self._memo_lock = threading.Lock()
         self._aws_memo: LRUCache[tuple[Any, ...], AwsSide] = LRUCache(maxsize=256)
@@ -264,15 +309,36 @@ class Broker:
         With ``method="superuser"`` a login not yet verified is checked by
         connecting once (then closed); not a superuser → NotSuperuserError.
         """
+        repeat: tuple[Any, ...] | None = None
+        if password is None:  # never a password in a key
+            repeat = (
+                workgroup, custom_domain, database, method, duration, secret_id, role_arn,
+                db_roles, user, host, port, region, profile, fallback, resume_timeout,
+            )
+            try:
+                seen = self._seen.get(repeat)
+            except TypeError:  # an unhashable argument (db_roles as a list)
+                seen, repeat = None, None
+            if seen is not None and self._still_holds(seen):
+                self._logins.count_hit()
+                return seen.credentials
+        before = self._marks()
         call = self._resolve_call(given_settings(locals()))
-        if call.options.method == "superuser":
+        credentials = self._credentials(call)
+        if repeat is not None:
+            self._remember(repeat, before, call, credentials)
+        return credentials
+
+    def _credentials(self, call: Call) -> Credentials:
+        with self._endpoint_ahead(call) as endpoint:
             login = self._logins.login(call)
-            if not self._logins.is_verified(login):
+            if call.options.method == "superuser" and not self._logins.is_verified(login):
+                endpoint.wait()
                 connection, credentials = self._connect(call, with_tls({}))
                 connection.close()
                 return credentials
+            endpoint.wait()
             return self._connections.credentials(call, login)
-        return self._connections.credentials(call, self._logins.login(call))
 
     async def connect_async(
         self,
@@ -405,7 +471,11 @@ class Broker:
     def close(self) -> None:
         """Release clients and cached logins. The Broker cannot be used afterwards."""
         self._closed = True
-        self._flights.close()
+        self._seen.clear()
+        with self._memo_lock:
+            flights = self._flights_made
+        if flights is not None:
+            flights.close()
         self._logins.invalidate()
         self._connections.invalidate()
         self._sessions.close()
@@ -421,6 +491,18 @@ class Broker:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<rsauth.Broker region={self._region!r} profile={self._profile!r} {state}>"
+
+    @property
+    def _flights(self) -> Flights:
+        """Worker threads for the async API, one flight per login asked for."""
+        with self._memo_lock:
+            if self._flights_made is None:
+                if self._closed:  # a closed Broker starts no worker pool
+                    raise ConfigurationError("this Broker is closed; create a new one")
+                from rsauth._async import Flights  # the async API's: asyncio loads with it
+
+                self._flights_made = Flights()
+            return self._flights_made
 
     # -- resolution (no network) -----------------------------------------
 
@@ -517,18 +599,79 @@ class Broker:
         :meth:`Connections.open_with` reads them; a refused login is recovered and a
         superuser checked as in :meth:`connect` (on ``verify(connection)``, a DB-API view)."""
 
-        def use(login: Login) -> tuple[C, Credentials]:
-            credentials = self._connections.credentials(call, login)
-            opened = self._connections.open_with(
-                call, credentials, functools.partial(connect, credentials)
-            )
-            return opened, credentials
+        with self._endpoint_ahead(call) as endpoint:
 
-        (connection, credentials), login = self._logins.attempt(call, use)
+            def use(login: Login) -> tuple[C, Credentials]:
+                endpoint.wait()
+                credentials = self._connections.credentials(call, login)
+                opened = self._connections.open_with(
+                    call, credentials, functools.partial(connect, credentials)
+                )
+                return opened, credentials
+
+            (connection, credentials), login = self._logins.attempt(call, use)
         if call.options.method == "superuser" and not self._logins.is_verified(login):
             self._connections.verify_superuser(verify(connection), call, login)
             self._logins.mark_verified(login)
         return connection, credentials
+
+    # -- repeated calls ---------------------------------------------------
+
+    def _marks(self) -> tuple[tuple[Any, ...], int, int]:
+        """What a call's answer rests on besides its arguments: the environment's settings
+        and the generations of the login and endpoint caches."""
+        return (
+            environ_seen(self._env), self._logins.generation, self._connections.generation
+        )
+
+    def _still_holds(self, seen: _Seen) -> bool:
+        return (
+            not self._closed
+            and self._clock().timestamp() < seen.fresh_until
+            and seen.marks == self._marks()
+        )
+
+    def _remember(
+        self,
+        repeat: tuple[Any, ...],
+        before: tuple[tuple[Any, ...], int, int],
+        call: Call,
+        credentials: Credentials,
+    ) -> None:
+        """Keep ``credentials`` for a repeat of the same call while the login and the
+        endpoint it came from stay cached and fresh and nothing it read changes."""
+        if call.resolved_aws is None:
+            return
+        login_until = self._logins.fresh_until(call)
+        endpoint_until = self._connections.fresh_until(call)
+        if login_until is None or endpoint_until is None or self._marks() != before:
+            return  # a fallback login, or a cache changed meanwhile: not a plain repeat
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        self._seen[repeat] = _Seen(before, min(login_until, endpoint_until), credentials)
+
+    @contextlib.contextmanager
+    def _endpoint_ahead(self, call: Call) -> Iterator[Lookup | _NoLookup]:
+        """On a cold cache, the endpoint looked up beside the login (``GetWorkgroup`` while
+        ``GetCredentials`` runs, in a thread of its own); ``wait()`` before using it. When
+        the block is left, the lookup is over."""
+        pending = self._connections.pending_lookup(call)
+        if (
+            pending is None
+            or not self._logins.will_fetch(call)
+            or not self._sessions.credentials_at_hand(call.aws.session_key)
+        ):
+            # Nothing to overlap: the endpoint is cached, or the login is at hand (or is
+            # found through this very lookup, as a managed admin secret is); or the role
+            # is still to be assumed, which both calls would wait for (and each ask STS
+            # again if it refused).
+            yield _NO_LOOKUP
+            return
+        lookup = Lookup(pending)
+        try:
+            yield lookup
+        finally:
+            lookup.join()
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -548,10 +691,10 @@ class Broker:
         with self._stats_lock:
             self._calls[operation] += 1
 
-    def _count_retry(self, kind: str, state: RetryCallState) -> None:
+    def _count_retry(self, kind: str, attempt: int) -> None:
         with self._stats_lock:
             self._retries[kind] += 1
-        logger.debug("%s attempt %d failed; retrying", kind, state.attempt_number)
+        logger.debug("%s attempt %d failed; retrying", kind, attempt)
 
     def _after_fork(self) -> None:
         # The parent's locks may be held by threads that do not exist here.

@@ -69,6 +69,8 @@ class Lease(Generic[V]):
 
 @dataclass(frozen=True)
 class _Entry(Generic[V]):
+    """A cached value and the instants (the clock's timestamps) of its windows."""
+
     value: V
     advisory_at: float
     mandatory_at: float
@@ -77,6 +79,8 @@ class _Entry(Generic[V]):
 
 @dataclass
 class CacheStats:
+    """Counts since the cache was made: values served, fetched, refreshed."""
+
     hits: int = 0
     misses: int = 0
     refreshes: int = 0
@@ -147,6 +151,9 @@ class RefreshCache(Generic[K, V]):
         self._entries: TLRUCache[K, _Entry[V]] = TLRUCache(maxsize, ttu=_expiry, timer=self._now)
         self._slots: dict[K, _Slot] = {}
         self._stats = CacheStats()
+        # Bumped by every change of the store: a caller that remembered a value and this
+        # number knows it is still the cached one while the number has not moved.
+        self.generation = 0
 
     def _now(self) -> float:
         return self._clock().timestamp()
@@ -244,6 +251,7 @@ class RefreshCache(Generic[K, V]):
         entry = windows(fetched_at, lease, jitter=self._jitter)
         with self._lock:
             self._entries[key] = entry
+            self.generation += 1
         return lease.value
 
     def _peek(self, key: K) -> _Entry[V] | None:
@@ -277,6 +285,7 @@ class RefreshCache(Generic[K, V]):
         entry = windows(self._now(), lease, jitter=self._jitter)
         with self._lock:
             self._entries[key] = entry
+            self.generation += 1
 
     def peek(self, key: K) -> V | None:
         """The cached value for ``key`` if any, without fetching or counting."""
@@ -289,6 +298,7 @@ class RefreshCache(Generic[K, V]):
             entry = self._entries.get(key)
             if entry is not None and (value is None or entry.value is value):
                 del self._entries[key]
+                self.generation += 1
 
     def invalidate(self, predicate: Callable[[K], bool] | None = None) -> int:
         """Drop every entry whose key matches ``predicate`` (all without one)."""
@@ -298,7 +308,19 @@ class RefreshCache(Generic[K, V]):
             ]
             for key in keys:
                 self._entries.pop(key, None)
+            self.generation += 1
         return len(keys)
+
+    def fresh_until(self, key: K) -> float | None:
+        """Until when (the clock's timestamp) the cached value of ``key`` is served as a hit
+        without a refresh; ``None`` when nothing is cached."""
+        entry = self._peek(key)
+        return None if entry is None else entry.advisory_at
+
+    def count_hit(self) -> None:
+        """Count a hit answered from a value remembered from this cache (see ``generation``)."""
+        with self._lock:
+            self._stats.hits += 1
 
     def stats(self) -> CacheStats:
         with self._lock:
@@ -310,3 +332,4 @@ class RefreshCache(Generic[K, V]):
         self._entries = TLRUCache(self._maxsize, ttu=_expiry, timer=self._now)
         self._slots = {}
         self._stats = CacheStats()
+        self.generation += 1

@@ -375,6 +375,15 @@ class Options:
 
 
 _ENV_NAMES: Final = tuple(setting.env for setting in SETTINGS if setting.env)
+# Every variable a call's resolution reads: the settings' and the region's.
+CALL_ENVIRON: Final = (*_ENV_NAMES, "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def environ_seen(environ: Mapping[str, str]) -> tuple[Any, ...]:
+    """The raw values of :data:`CALL_ENVIRON` in ``environ``, to tell whether any changed."""
+    if isinstance(environ, ProcessEnviron):
+        return environ.snapshot(CALL_ENVIRON)
+    return tuple([environ.get(name) for name in CALL_ENVIRON])
 # Recent resolutions, keyed by the arguments and the environment they read: resolving
 # is pure, and a service calling connect() with the same arguments repeats it.
 _RESOLVED: LRUCache[tuple[Any, ...], Options] = LRUCache(maxsize=256)
@@ -561,6 +570,7 @@ class ProcessEnviron(Mapping[str, str]):
 
     def __init__(self) -> None:
         self._encoded: dict[str, Any] = {}
+        self._encoded_names: dict[tuple[str, ...], tuple[Any, ...]] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         environ: Any = os.environ
@@ -578,11 +588,10 @@ class ProcessEnviron(Mapping[str, str]):
         data = getattr(os.environ, "_data", None)
         if data is None:
             return tuple(os.environ.get(name) for name in names)
-        encoded = self._encoded
-        for name in names:
-            if name not in encoded:
-                encoded[name] = os.environ.encodekey(name)
-        return tuple([data.get(encoded[name]) for name in names])
+        keys = self._encoded_names.get(names)
+        if keys is None:
+            keys = self._encoded_names[names] = tuple(map(os.environ.encodekey, names))
+        return tuple(map(data.get, keys))
 
 
 PROCESS_ENVIRON = ProcessEnviron()

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -22,15 +24,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redshift_connector
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
+from rsauth._backoff import backoff
 from rsauth._calls import DEFAULT_DATABASE, Call, EndpointKey
 from rsauth._config import check_host
 from rsauth._credentials import Credentials
@@ -46,15 +41,11 @@ from rsauth._sources.superuser import verify_superuser
 if TYPE_CHECKING:
     from redshift_connector.core import Connection
 
-__all__ = ["Connections", "Refused", "refused_error"]
+__all__ = ["Connections", "Lookup", "Refused", "refused_error"]
 
 logger = logging.getLogger("rsauth")
 
 T = TypeVar("T")
-
-# Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
-# signature changed across tenacity releases, these two do not).
-_CONNECT_BACKOFF = wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2)
 
 # A handshake slower than this was held by a resume: a connect to an awake workgroup
 # (TLS, startup, password check) takes a fraction of it.
@@ -89,6 +80,36 @@ def refused_error(call: Call, exc: Refused, attempts: int) -> AuthenticationErro
     )
 
 
+class Lookup:
+    """An endpoint lookup (:meth:`Connections.pending_lookup`) running in a daemon thread
+    of its own; :meth:`wait` joins it and raises its error."""
+
+    def __init__(self, lookup: Callable[[], object]) -> None:
+        self._error: Exception | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(lookup,), name="rsauth-endpoint-lookup", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, lookup: Callable[[], object]) -> None:
+        try:
+            lookup()  # the answer is cached: address() finds it there
+        except Exception as exc:  # raised to the caller by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait for the lookup; its error, if it failed, is raised here, as the same lookup
+        made in line would have raised it (and not asked again)."""
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def join(self) -> None:
+        """Wait for the lookup, whatever its outcome: no thread outlives the call."""
+        self._thread.join()
+
+
 class Connections:
     """Endpoints, Credentials values and driver connections for one Broker."""
 
@@ -100,7 +121,7 @@ class Connections:
         sleep: Callable[[float], None],
         endpoint_ttl: float,
         connect_attempts: int,
-        on_retry: Callable[[RetryCallState], None],
+        on_retry: Callable[[int], None],
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -175,14 +196,7 @@ class Connections:
         if options.custom_domain:
             if options.port:
                 return options.custom_domain, options.port
-            session_key = call.aws.session_key
-            found = self._endpoints.custom_domain(
-                self._domain_key(call),
-                lambda: self._sessions.redshift_serverless(session_key),
-                options.custom_domain,
-                call.aws.context,
-            )
-            return options.custom_domain, found.port
+            return options.custom_domain, self._custom_domain(call).port
         if options.workgroup:
             workgroup = self.workgroup(call)
             return workgroup.address, options.port or workgroup.port
@@ -192,6 +206,51 @@ class Connections:
             "no endpoint to connect to: pass workgroup=, custom_domain= or host= "
             "(the secret names no host)"
         )
+
+    def _custom_domain(self, call: Call) -> Workgroup:
+        """The workgroup of the call's custom domain, cached."""
+        assert call.options.custom_domain is not None
+        session_key = call.aws.session_key
+        return self._endpoints.custom_domain(
+            self._domain_key(call),
+            lambda: self._sessions.redshift_serverless(session_key),
+            call.options.custom_domain,
+            call.aws.context,
+        )
+
+    @property
+    def generation(self) -> int:
+        """Moves whenever an endpoint lookup is stored or dropped."""
+        return self._endpoints.generation
+
+    def fresh_until(self, call: Call) -> float | None:
+        """Until when :meth:`address` answers the call from the cache without a refresh:
+        ``inf`` when it looks nothing up, ``None`` when its lookup is not cached."""
+        options = call.options
+        if options.host or call.resolved_aws is None or (
+            options.custom_domain and options.port
+        ):
+            return math.inf
+        if options.custom_domain:
+            return self._endpoints.fresh_until(self._domain_key(call))
+        if options.workgroup:
+            return self._endpoints.fresh_until(call.aws.endpoint_key)
+        return math.inf
+
+    def pending_lookup(self, call: Call) -> Callable[[], object] | None:
+        """The endpoint lookup :meth:`address` would make for the call (nothing cached),
+        to start ahead of it in a :class:`Lookup`; else ``None``. Through the same cache:
+        one lookup per key whoever asks."""
+        options = call.options
+        if options.host or call.resolved_aws is None:
+            return None
+        if options.custom_domain:
+            if options.port or self._endpoints.has(self._domain_key(call)):
+                return None
+            return functools.partial(self._custom_domain, call)
+        if options.workgroup and not self._endpoints.has(call.aws.endpoint_key):
+            return functools.partial(self.workgroup, call)
+        return None
 
     def credentials(self, call: Call, login: Login) -> Credentials:
         """The :class:`Credentials` of ``login`` at the call's endpoint."""
@@ -258,18 +317,16 @@ class Connections:
         ``connect`` reports failures in ``redshift_connector``'s terms (a refused login
         an ``InterfaceError`` with SQLSTATE 28000, a network failure an ``OSError``, a
         TLS failure an ``ssl.SSLError``), so every driver gets the same rsauth errors."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self._connect_attempts),
-            wait=_CONNECT_BACKOFF,
-            retry=retry_if_exception(is_transient),
-            sleep=self._sleep,
-            before_sleep=self._on_retry,
-            reraise=True,
-        )
-        try:
-            return retrying(connect)
-        except Exception as exc:
-            raise self._error(call, credentials, exc) from exc
+        attempt = 1
+        while True:
+            try:
+                return connect()
+            except Exception as exc:
+                if attempt >= self._connect_attempts or not is_transient(exc):
+                    raise self._error(call, credentials, exc) from exc
+            self._on_retry(attempt)
+            self._sleep(backoff(attempt))
+            attempt += 1
 
     def verify_superuser(self, connection: Connection, call: Call, login: Login) -> None:
         """Fail closed: unless ``connection`` is a superuser's, close it and raise."""

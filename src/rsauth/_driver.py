@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import os
@@ -99,6 +98,8 @@ def check_driver_kwargs(
             )
         if name not in DRIVER_PARAMETERS:
             candidates = sorted(DRIVER_PARAMETERS | set(known_options))
+            import difflib  # only to suggest a name for a typo
+
             close = difflib.get_close_matches(name, candidates, n=3)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
             raise ConfigurationError(

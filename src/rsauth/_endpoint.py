@@ -120,6 +120,19 @@ class Endpoints:
             self._roles.discard(key)
         return self._roles.get(key, lambda: Lease(fetch(), refresh_after=self._ttl))
 
+    @property
+    def generation(self) -> int:
+        """Moves whenever a workgroup or custom domain lookup is stored or dropped."""
+        return self._cache.generation
+
+    def fresh_until(self, key: Hashable) -> float | None:
+        """Until when the lookup for ``key`` is served without a refresh (None: not cached)."""
+        return self._cache.fresh_until(key)
+
+    def has(self, key: Hashable) -> bool:
+        """Whether a lookup for ``key`` is cached (fresh or due for its refresh)."""
+        return self._cache.peek(key) is not None
+
     def discard(self, key: Hashable) -> None:
         self._cache.discard(key)
 

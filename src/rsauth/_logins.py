@@ -17,22 +17,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
+from rsauth._backoff import backoff
 from rsauth._cache import CacheStats, Lease, RefreshCache
 from rsauth._calls import DEFAULT_DATABASE, Call, CredentialKey, describe
 from rsauth._connections import Connections, Refused, refused_error
 from rsauth._errors import AccessDeniedError, ConfigurationError, RsauthError
-from rsauth._fleet import RedisCache, request_for
 from rsauth._sessions import Sessions
 from rsauth._sources import Login
 from rsauth._sources.iam import IamSource
@@ -40,15 +31,14 @@ from rsauth._sources.password import PasswordSource
 from rsauth._sources.secret import SecretSource
 from rsauth._sources.superuser import SuperuserSource
 
+if TYPE_CHECKING:
+    from rsauth._fleet import RedisCache
+
 __all__ = ["Logins"]
 
 logger = logging.getLogger("rsauth")
 
 T = TypeVar("T")
-
-# Exponential backoff with jitter between attempts (tenacity; wait_exponential_jitter's
-# signature changed across tenacity releases, these two do not).
-_LOGIN_BACKOFF = wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2)
 
 
 class Logins:
@@ -65,7 +55,7 @@ class Logins:
         secret_refresh: float,
         login_attempts: int,
         shared: RedisCache | None,
-        on_retry: Callable[[RetryCallState], None],
+        on_retry: Callable[[int], None],
     ) -> None:
         self._sessions = sessions
         self._connections = connections
@@ -125,30 +115,43 @@ class Logins:
                     f"{exc}; the fallback to the managed admin secret failed too: {secret_exc}"
                 ) from exc
 
+    @property
+    def generation(self) -> int:
+        """Moves whenever a login is stored or dropped."""
+        return self._cache.generation
+
+    def fresh_until(self, call: Call) -> float | None:
+        """Until when the call's cached login is a hit without a refresh (None: not cached)."""
+        return self._cache.fresh_until(call.aws.key)
+
+    def count_hit(self) -> None:
+        """Count a login answered from what a previous call remembered of this cache."""
+        self._cache.count_hit()
+
+    def will_fetch(self, call: Call) -> bool:
+        """Whether the call's login is to be fetched (nothing cached) without the workgroup's
+        lookup: a managed admin secret is found through that lookup, a password not fetched."""
+        options = call.options
+        if options.method == "secret" and options.secret_id is None:
+            return False
+        return options.method != "password" and self._cache.peek(call.aws.key) is None
+
     def attempt(self, call: Call, use: Callable[[Login], T]) -> tuple[T, Login]:
         """``use(login)`` with the call's login; when it raises :class:`Refused`, again with
         a fresh login, a bounded number of times. Returns its result and the login used."""
         attempts = 1 if call.options.method == "password" else self._login_attempts
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=_LOGIN_BACKOFF,
-            retry=retry_if_exception_type(Refused),
-            sleep=self._sleep,
-            before_sleep=self._on_retry,
-            reraise=True,
-        )
         refused: Login | None = None
-        try:
-            for attempt in retrying:
-                with attempt:
-                    login = self.login(call) if refused is None else self._recover(call, refused)
-                    try:
-                        result = use(login)
-                    except Refused:
-                        refused = login
-                        raise
-        except Refused as exc:
-            raise refused_error(call, exc, attempts) from exc.__cause__
+        for attempt in range(1, attempts + 1):
+            login = self.login(call) if refused is None else self._recover(call, refused)
+            try:
+                result = use(login)
+                break
+            except Refused as exc:
+                refused = login
+                if attempt == attempts:
+                    raise refused_error(call, exc, attempts) from exc.__cause__
+                self._on_retry(attempt)
+                self._sleep(backoff(attempt))
         if refused is not None and login.method == "secret":
             # A pending version that worked is the one to use until the next refresh.
             key = call.aws.key._replace(method=login.method)
@@ -183,6 +186,8 @@ class Logins:
         aws = call.aws
 
         def through_shared() -> Lease[Login]:
+            from rsauth._fleet import request_for  # fleet mode only: loaded on first use
+
             request = request_for(
                 self._sessions,
                 aws.session_key,

@@ -12,6 +12,7 @@ a login fails never writes a password into a log file.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -28,21 +29,28 @@ _MASKED_FIELDS = (
     "|Plaintext|PrivateKeyPlaintext|RandomPassword|adminUserPassword"
     "|password|Password|aws_secret_access_key|aws_session_token"
 )
-# 'key': b'value' or b"value" (a parsed response's repr): escapes inside are skipped.
-_BYTES = re.compile(
-    rf"""(['"](?:{_MASKED_FIELDS})['"]\s*:\s*b(['"]))((?:\\.|(?!\2)[^\\])*)(\2)"""
-)
-# "key": "value" and 'key': 'value', also inside escaped JSON (\"key\": \"value\").
-_QUOTED = [
-    re.compile(rf'(\\*"(?:{_MASKED_FIELDS})\\*"\s*:\s*\\*")(.*?)(\\*")'),
-    re.compile(rf"(\\*'(?:{_MASKED_FIELDS})\\*'\s*:\s*\\*')(.*?)(\\*')"),
-]
-_XML = re.compile(
-    r"(<(SecretAccessKey|SessionToken|SecretString|Plaintext)>)(.*?)(</\2>)", re.DOTALL
-)
-_HEADER = re.compile(
-    r"((?:x-amz-security-token|X-Amz-Security-Token)['\"]?\s*[:=,]\s*b?['\"]?)([^\s'\",}]+)"
-)
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], ...]:
+    """The patterns, compiled when a botocore DEBUG line is first written (never, mostly)."""
+    return (
+        # 'key': b'value' or b"value" (a parsed response's repr): escapes inside are skipped.
+        re.compile(
+            rf"""(['"](?:{_MASKED_FIELDS})['"]\s*:\s*b(['"]))((?:\\.|(?!\2)[^\\])*)(\2)"""
+        ),
+        # "key": "value" and 'key': 'value', also inside escaped JSON (\"key\": \"value\").
+        re.compile(rf'(\\*"(?:{_MASKED_FIELDS})\\*"\s*:\s*\\*")(.*?)(\\*")'),
+        re.compile(rf"(\\*'(?:{_MASKED_FIELDS})\\*'\s*:\s*\\*')(.*?)(\\*')"),
+        re.compile(
+            r"(<(SecretAccessKey|SessionToken|SecretString|Plaintext)>)(.*?)(</\2>)", re.DOTALL
+        ),
+        re.compile(
+            r"((?:x-amz-security-token|X-Amz-Security-Token)['\"]?\s*[:=,]\s*b?['\"]?)"
+            r"([^\s'\",}]+)"
+        ),
+    )
+
 
 _LOGGERS = (
     "botocore.auth",
@@ -56,11 +64,12 @@ _LOGGERS = (
 
 def redact(text: str) -> str:
     """``text`` with the values of secret fields replaced by ``[secure]``."""
-    text = _BYTES.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)
-    for pattern in _QUOTED:
+    as_bytes, double_quoted, single_quoted, xml, header = _patterns()
+    text = as_bytes.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)
+    for pattern in (double_quoted, single_quoted):
         text = pattern.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
-    text = _XML.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)
-    return _HEADER.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = xml.sub(lambda m: f"{m.group(1)}{MASK}{m.group(4)}", text)
+    return header.sub(lambda m: f"{m.group(1)}{MASK}", text)
 
 
 class RedactSecrets(logging.Filter):

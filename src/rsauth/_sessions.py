@@ -89,11 +89,16 @@ class _AssumeRoleProvider(CredentialProvider):
     def __init__(self, fetcher: AssumeRoleCredentialFetcher) -> None:
         super().__init__()
         self._fetcher = fetcher
+        # Set once STS has answered: calls made side by side then share what it gave.
+        self.assumed = False
 
     def load(self) -> DeferredRefreshableCredentials:
-        return DeferredRefreshableCredentials(
-            refresh_using=self._fetcher.fetch_credentials, method=self.METHOD
-        )
+        return DeferredRefreshableCredentials(refresh_using=self._fetch, method=self.METHOD)
+
+    def _fetch(self) -> Any:
+        credentials = self._fetcher.fetch_credentials()
+        self.assumed = True
+        return credentials
 
 
 class Sessions:
@@ -114,6 +119,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._profiles: dict[str | None, boto3.Session] = {}
         self._sessions: dict[SessionKey, boto3.Session] = {}
+        self._providers: dict[SessionKey, _AssumeRoleProvider] = {}
         self._clients: dict[tuple[SessionKey, str], Any] = {}
 
     # -- sessions ---------------------------------------------------------
@@ -158,6 +164,16 @@ class Sessions:
         access_key = credentials.get_frozen_credentials().access_key
         return access_key or "anonymous"
 
+    def credentials_at_hand(self, key: SessionKey) -> bool:
+        """Whether calls of ``key``'s session can be signed without asking AWS first: always
+        for a profile's session, once the role is assumed for a role's. Calls made side by
+        side before that would each ask STS when it refuses."""
+        if key.role_arn is None:
+            return True
+        with self._lock:
+            provider = self._providers.get(key)
+        return provider is not None and provider.assumed
+
     def session(self, key: SessionKey) -> boto3.Session:
         with self._lock:
             return self._session(key)
@@ -189,10 +205,9 @@ class Sessions:
             role_arn=key.role_arn,
             extra_args=extra_args,
         )
+        provider = self._providers[key] = _AssumeRoleProvider(fetcher)
         core = botocore.session.Session()
-        core.register_component(
-            "credential_provider", CredentialResolver([_AssumeRoleProvider(fetcher)])
-        )
+        core.register_component("credential_provider", CredentialResolver([provider]))
         return boto3.Session(botocore_session=core, region_name=key.region)
 
     def _sts_for_fetcher(
@@ -257,6 +272,7 @@ class Sessions:
             clients = list(self._clients.values())
             self._clients.clear()
             self._sessions.clear()
+            self._providers.clear()
             self._profiles.clear()
         for client in clients:
             client.close()
@@ -266,4 +282,5 @@ class Sessions:
         self._lock = threading.Lock()
         self._clients = {}
         self._sessions = {}
+        self._providers = {}
         self._profiles = {}

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,29 @@ def test_latency_delays_the_named_operation(sandbox: Sandbox) -> None:
         impatient.get_credentials(workgroupName=WORKGROUP)
     # Other operations are not delayed.
     assert impatient.get_workgroup(workgroupName=WORKGROUP)["workgroup"]["status"] == "AVAILABLE"
+
+
+def test_a_rendezvous_tells_calls_side_by_side_from_calls_in_turn(sandbox: Sandbox) -> None:
+    client = serverless()
+    # One after the other: the first is held until the guard's timeout, then let go.
+    sandbox.rendezvous("GetWorkgroup", "ListWorkgroups", timeout=1)
+    client.get_workgroup(workgroupName=WORKGROUP)
+    client.list_workgroups()
+    assert sandbox.rendezvous_result() == {
+        "met": False, "arrived": ["GetWorkgroup", "ListWorkgroups"],
+    }
+    # Side by side: each waits for the other, then both are answered.
+    sandbox.rendezvous("GetWorkgroup", "ListWorkgroups", timeout=60)
+    other = threading.Thread(target=client.list_workgroups)
+    other.start()
+    client.get_workgroup(workgroupName=WORKGROUP)
+    other.join(60)
+    met = sandbox.rendezvous_result()
+    assert met is not None
+    assert met["met"] is True
+    assert sorted(met["arrived"]) == ["GetWorkgroup", "ListWorkgroups"]
+    sandbox.reset()
+    assert sandbox.rendezvous_result() is None
 
 
 def test_denied_identity_gets_access_denied_in_iams_words(sandbox: Sandbox) -> None:

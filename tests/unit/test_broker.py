@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -16,6 +16,7 @@ from botocore.stub import Stubber
 from redshift_connector.error import InterfaceError
 
 import rsauth
+import rsauth._broker
 from rsauth import (
     AccessDeniedError,
     AuthenticationError,
@@ -102,6 +103,28 @@ class FakeDriver:
         connection = FakeConnection(kwargs, self.superuser)
         self.connections.append(connection)
         return connection
+
+
+class InLineLookup:
+    """The endpoint lookup made when it is waited for, after the login, as before the two
+    were asked side by side: botocore's Stubber answers in a fixed order. Calls side by
+    side are tested against the sandbox (tests/integration/test_coldstart.py)."""
+
+    def __init__(self, lookup: Callable[[], object]) -> None:
+        self._lookup: Callable[[], object] | None = lookup
+
+    def wait(self) -> None:
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            lookup()
+
+    def join(self) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _lookups_in_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rsauth._broker, "Lookup", InLineLookup)
 
 
 @pytest.fixture
@@ -324,6 +347,42 @@ def test_credentials_are_refreshed_ahead_of_expiry(
     aws.credentials("pw-2")
     assert broker.credentials(workgroup="analytics").password == "pw-2"
     assert broker.stats()["cache.refreshes"] == 1
+
+
+def test_a_repeated_call_is_a_counted_hit_of_the_same_value(
+    broker: Broker, aws: Aws, clock: FakeClock
+) -> None:
+    aws.credentials("pw-1")
+    aws.workgroup()
+    first = broker.credentials(workgroup="analytics")
+    for _ in range(50):
+        assert broker.credentials(workgroup="analytics") is first
+    clock.advance(599)  # still before the advisory window of a 900 s login
+    assert broker.credentials(workgroup="analytics") is first
+    stats = broker.stats()
+    assert (stats["cache.misses"], stats["cache.hits"]) == (1, 51)
+    aws.done()
+
+
+def test_a_repeated_call_reads_the_environment_again(clock: FakeClock) -> None:
+    environ: dict[str, str] = {}
+    with Broker(session=keyed_session(), clock=clock, environ=environ) as broker:
+        aws = Aws(broker, clock)
+        environ["AWS_REGION"] = REGION
+        aws.credentials("pw-1")
+        aws.workgroup()
+        assert broker.credentials(workgroup="analytics").database == "dev"
+        environ["RSAUTH_DATABASE"] = "sales"
+        aws.credentials(
+            "pw-2",
+            params={"workgroupName": "analytics", "dbName": "sales", "durationSeconds": 900},
+        )
+        changed = broker.credentials(workgroup="analytics")
+        assert (changed.database, changed.password) == ("sales", "pw-2")
+        del environ["AWS_REGION"]
+        with pytest.raises(ConfigurationError, match="no AWS region"):
+            broker.credentials(workgroup="analytics")
+        aws.done()
 
 
 def test_lifetime_comes_from_the_servers_clock(broker: Broker, aws: Aws, clock: FakeClock) -> None:

@@ -284,4 +284,4 @@ def test_a_closed_broker_refuses_async_work_as_it_refuses_blocking_work() -> Non
         asyncio.run(broker.credentials_async(workgroup="analytics"))
     with pytest.raises(rsauth.ConfigurationError, match="closed"):
         asyncio.run(broker.connect_async(workgroup="analytics"))
-    assert broker._flights.in_flight() == 0
+    assert broker._flights_made is None  # no worker pool started after close

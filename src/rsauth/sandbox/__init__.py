@@ -243,6 +243,19 @@ class Sandbox:
         self._call("latency", seconds=seconds, jitter=jitter, operation=operation, count=count,
                    fraction=fraction, seed=seed)
 
+    def rendezvous(self, *operations: str, timeout: float = 30.0) -> None:
+        """Hold the first call of each operation (``"GetWorkgroup"``,
+        ``"secretsmanager.GetSecretValue"``) until one of every one is in flight, at most
+        ``timeout`` seconds; :meth:`rendezvous_result` tells whether they met, i.e. were
+        made side by side."""
+        self._call("rendezvous", operations=list(operations), timeout=timeout)
+
+    def rendezvous_result(self) -> dict[str, Any] | None:
+        """``{"met": bool, "arrived": [operation, ...]}`` of the last :meth:`rendezvous`
+        since the last :meth:`reset`; ``None`` without one."""
+        result: dict[str, Any] | None = self._call("plane_stats")["rendezvous"]
+        return result
+
     def deny(self, identity: str) -> None:
         """Refuse GetCredentials to an identity (ARN, ``IAM:<user>`` or ``IAMR:<role>``)."""
         self._call("deny", identity=identity)

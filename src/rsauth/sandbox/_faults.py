@@ -1,5 +1,9 @@
 """Control-plane faults: throttling, server errors, latency and denied identities.
 
+A rendezvous holds the first call of each of several operations until one call of
+every one of them has arrived (or a timeout passes), and records whether they
+met: proof that a client made those calls side by side, not one after another.
+
 A fault applies to the next ``count`` matching calls, or to a ``fraction`` of
 them drawn from a seeded generator so runs repeat. ``operation`` narrows a
 fault to one operation (``"GetCredentials"``) or one service's operation
@@ -31,6 +35,24 @@ class _Rule:
 
 
 @dataclass
+class _Rendezvous:
+    operations: tuple[str, ...]
+    timeout: float
+    arrived: list[str] = field(default_factory=list)
+    met: bool = False
+    # A held call waited out the timeout: whoever arrives later came too late to meet.
+    missed: bool = False
+    everyone: threading.Event = field(default_factory=threading.Event)
+
+    def expects(self, service: str, operation: str) -> str | None:
+        """The name under which this call is expected, if it is and has not arrived yet."""
+        for name in self.operations:
+            if name in (operation, f"{service}.{operation}") and name not in self.arrived:
+                return name
+        return None
+
+
+@dataclass
 class PlaneFaults:
     seed: int | None = None
     # Guards the rules and the generator: request threads consult them concurrently.
@@ -39,6 +61,7 @@ class PlaneFaults:
     _denied: set[str] = field(default_factory=set)
     _random: random.Random = field(default_factory=random.Random)
     injected: dict[str, int] = field(default_factory=dict)
+    _rendezvous: _Rendezvous | None = None
 
     def __post_init__(self) -> None:
         self._random.seed(self.seed)
@@ -48,6 +71,9 @@ class PlaneFaults:
             self._rules.clear()
             self._denied.clear()
             self.injected.clear()
+            if self._rendezvous is not None:
+                self._rendezvous.everyone.set()  # release anyone still held
+            self._rendezvous = None
             self._random.seed(self.seed if seed is None else seed)
 
     def add(
@@ -72,6 +98,38 @@ class PlaneFaults:
                 self._random.seed(seed)
             self._rules.append(_Rule(kind, operation, count, fraction, seconds, jitter))
 
+    def rendezvous(self, operations: list[str], timeout: float) -> None:
+        """Hold the first call of each of ``operations`` until one of every one has arrived,
+        or ``timeout`` seconds (a deadlock guard: calls made one after another never meet)."""
+        if len(operations) < 2 or not 0 < timeout <= 300:
+            raise ValueError("rendezvous: give two or more operations and 0 < timeout <= 300")
+        with self._lock:
+            self._rendezvous = _Rendezvous(tuple(operations), timeout)
+
+    def rendezvous_result(self) -> dict[str, object] | None:
+        """Whether the calls met, and which arrived, in order; ``None`` when none was set."""
+        with self._lock:
+            meeting = self._rendezvous
+            if meeting is None:
+                return None
+            return {"met": meeting.met, "arrived": list(meeting.arrived)}
+
+    def _meet(self, service: str, operation: str) -> None:
+        with self._lock:
+            meeting = self._rendezvous
+            name = meeting.expects(service, operation) if meeting is not None else None
+            if meeting is None or name is None:
+                return
+            meeting.arrived.append(name)
+            if len(meeting.arrived) == len(meeting.operations):
+                meeting.met = not meeting.missed
+                meeting.everyone.set()
+            if meeting.missed:
+                return
+        if not meeting.everyone.wait(meeting.timeout):
+            with self._lock:
+                meeting.missed = True
+
     def deny(self, identity: str) -> None:
         with self._lock:
             self._denied.add(normalize_identity(identity))
@@ -91,7 +149,9 @@ class PlaneFaults:
         return True
 
     def before_call(self, service: str, operation: str) -> None:
-        """Sleep for latency rules, then raise the first error fault that fires."""
+        """Meet at the rendezvous, sleep for latency rules, then raise the first error fault
+        that fires."""
+        self._meet(service, operation)
         delay = 0.0
         error: ApiError | None = None
         with self._lock:

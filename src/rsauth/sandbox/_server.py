@@ -368,6 +368,11 @@ class SandboxServer:
         self.plane_faults.add("latency", count=count, fraction=fraction, operation=operation,
                               seconds=seconds, jitter=jitter, seed=seed)
 
+    def rendezvous(self, operations: list[str], timeout: float = 30.0) -> None:
+        """Hold the first call of each of ``operations`` until all have arrived (or
+        ``timeout``); :meth:`plane_stats` tells whether they met."""
+        self.plane_faults.rendezvous(operations, timeout)
+
     def deny(self, identity: str) -> None:
         """AccessDeniedException on GetCredentials for an ARN, IAM:<user> or IAMR:<role>."""
         self.plane_faults.deny(identity)
@@ -448,7 +453,10 @@ class SandboxServer:
         self.front.set_idle_resume(seconds, idle_after=idle_after)
 
     def plane_stats(self) -> dict[str, Any]:
-        return {"injected": dict(self.plane_faults.injected)}
+        return {
+            "injected": dict(self.plane_faults.injected),
+            "rendezvous": self.plane_faults.rendezvous_result(),
+        }
 
     # the AWS endpoint's clock
 
@@ -569,6 +577,7 @@ class AdminApplication:
             "throttle": server.throttle,
             "server_error": server.server_error,
             "latency": server.latency,
+            "rendezvous": server.rendezvous,
             "deny": server.deny,
             "allow": server.allow,
             "unavailable": server.unavailable,
