@@ -12,7 +12,13 @@ import redshift_connector
 
 from rsauth import Broker, RedisCache
 from tests.unit.conftest import FakeClock
-from tests.unit.test_broker import REGION, Aws, FakeDriver, keyed_session
+from tests.unit.test_broker import (  # noqa: F401 (_lookups_in_line: an autouse fixture)
+    REGION,
+    Aws,
+    FakeDriver,
+    _lookups_in_line,
+    keyed_session,
+)
 
 from .conftest import FLEET_KEY, RedisServer
 

@@ -29,12 +29,13 @@ from rsauth._logins import _same_login
 from rsauth._sources import Login
 
 from .conftest import FakeClock
-from .test_broker import (  # noqa: F401 (_no_secret_in_logs: the autouse DEBUG log scan)
+from .test_broker import (  # noqa: F401 (_no_secret_in_logs, _lookups_in_line: autouse fixtures)
     ENDPOINT,
     NAMESPACE_SECRET,
     REGION,
     Aws,
     FakeDriver,
+    _lookups_in_line,
     _no_secret_in_logs,
     keyed_session,
 )
