@@ -250,7 +250,7 @@ def aws_calls(broker: Broker) -> dict[str, int]:
         for name, count in broker.stats().items()
         if "." in name
         and name[0].islower()
-        and not name.startswith(("cache.", "login.", "connect."))
+        and not name.startswith(("aws.", "cache.", "login.", "connect."))
     }
 
 
