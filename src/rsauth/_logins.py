@@ -28,7 +28,7 @@ from tenacity import (
     wait_random,
 )
 
-from rsauth._cache import CacheStats, Lease, RefreshCache
+from rsauth._cache import Lease, RefreshCache
 from rsauth._calls import DEFAULT_DATABASE, Call, CredentialKey, describe
 from rsauth._connections import Connections, Refused, refused_error
 from rsauth._errors import AccessDeniedError, ConfigurationError, RsauthError
@@ -156,10 +156,9 @@ class Logins:
         if refused is not None:
             key = call.aws.key._replace(method=login.method)
             self._figures.add("login.recoveries", login_attributes(key))
-        if refused is not None and login.method == "secret":
-            # A pending version that worked is the one to use until the next refresh.
-            key = call.aws.key._replace(method=login.method)
-            self._cache.put(key, Lease(login, refresh_after=self._secret_refresh))
+            if login.method == "secret":
+                # A pending version that worked is the one to use until the next refresh.
+                self._cache.put(key, Lease(login, refresh_after=self._secret_refresh))
         return result, login
 
     def _recover(self, call: Call, refused: Login) -> Login:
@@ -251,9 +250,6 @@ class Logins:
             with self._verified_lock:
                 self._verified = weakref.WeakSet()
         return dropped
-
-    def stats(self) -> CacheStats:
-        return self._cache.stats()
 
 
 def login_attributes(key: CredentialKey) -> Attributes:
