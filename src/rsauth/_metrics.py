@@ -40,7 +40,16 @@ from rsauth._fork import call_in_child
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
-__all__ = ["COUNTERS", "Attributes", "Figures", "attributes", "cached_totals", "totals"]
+__all__ = [
+    "COUNTERS",
+    "STATS_KEYS",
+    "Attributes",
+    "Figures",
+    "attributes",
+    "cached_totals",
+    "flatten",
+    "totals",
+]
 
 logger = logging.getLogger("rsauth")
 
