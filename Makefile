@@ -62,13 +62,15 @@ soak: $(STAMP) parts
 # table, writes bench/results/latest.json), the first connect of a fresh process beside
 # redshift_connector's (bench/results/coldstart.json), rsauth.psycopg and the asyncio API
 # (bench/results/psycopg_async.json), rsauth proxy against a direct connection
-# (bench/results/proxy.json), then the fleet of worker processes with and without the
+# (bench/results/proxy.json), a warm cache hit with and without OpenTelemetry
+# (bench/results/metrics.json), then the fleet of worker processes with and without the
 # shared tier (bench/results/fleet.json). Not part of make test.
 bench: $(STAMP) parts
 	$(PARTS_ENV) $(BIN)/python bench/run.py
 	$(PARTS_ENV) $(BIN)/python bench/coldstart.py
 	$(PARTS_ENV) $(BIN)/python bench/psycopg_async.py
 	$(PARTS_ENV) $(BIN)/python bench/proxy.py
+	$(PARTS_ENV) $(BIN)/python bench/metrics.py
 	$(PARTS_ENV) $(BIN)/pytest tests/fleet/test_fleet.py -q
 
 # Mutation testing of the core (pyproject's [tool.mutmut]): each mutant against the tests

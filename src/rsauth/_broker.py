@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 import weakref
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +43,7 @@ from rsauth._endpoint import NamespaceRoles
 from rsauth._errors import ConfigurationError
 from rsauth._fork import reset_in_child
 from rsauth._logins import Logins
+from rsauth._metrics import Figures, attributes
 from rsauth._sessions import SessionKey, Sessions
 from rsauth._sources import AwsContext, Login
 
@@ -213,12 +213,13 @@ class Broker:
         reset_in_child(self)
 
     def _start(self) -> None:
-        # Guards the counters only.
-        self._stats_lock = threading.Lock()
-        self._calls: Counter[str] = Counter()
-        self._retries: Counter[str] = Counter()
+        # This Broker's figures: stats() and the OpenTelemetry instruments read them.
+        self._figures = Figures()
         self._sessions = Sessions(
-            self._base_session, config=self._botocore_config, on_call=self._count_call
+            self._base_session,
+            config=self._botocore_config,
+            on_call=self._count_call,
+            on_error=self._count_error,
         )
         self._connections = Connections(
             self._sessions,
@@ -238,6 +239,7 @@ class Broker:
             login_attempts=self._login_attempts,
             shared=self._shared,
             on_retry=functools.partial(self._count_retry, "login"),
+            figures=self._figures,
         )
         # Worker threads for the async API (made on its first use: asyncio is loaded then).
         self._flights_made: Flights | None = None
@@ -456,16 +458,15 @@ class Broker:
         return self._connections.namespace_roles(call, fresh=fresh)
 
     def stats(self) -> dict[str, int]:
-        """A snapshot: AWS calls keyed ``service.Operation``, ``cache.hits``,
-        ``cache.misses``, ``cache.refreshes``, ``login.retries``, ``connect.retries``."""
-        cache = self._logins.stats()
-        with self._stats_lock:
-            snapshot = dict(sorted(self._calls.items()))
-            snapshot["login.retries"] = self._retries["login"]
-            snapshot["connect.retries"] = self._retries["connect"]
-        snapshot["cache.hits"] = cache.hits
-        snapshot["cache.misses"] = cache.misses
-        snapshot["cache.refreshes"] = cache.refreshes
+        """A snapshot of this Broker's figures as plain numbers, the same the
+        OpenTelemetry instruments report: AWS calls keyed ``service.Operation``,
+        ``cache.hits``, ``cache.misses``, ``cache.refreshes``, ``cache.logins``,
+        ``login.fetches``, ``login.recoveries``, ``login.retries``, ``connect.retries``,
+        ``connect.count``, ``connect.login_us``, ``connect.driver_us``, ``aws.errors``
+        (also by code), and the shared tier's ``cache.shared.*`` (its RedisCache's)."""
+        snapshot = self._figures.stats()
+        if self._shared is not None:
+            snapshot.update(self._shared.stats())
         return snapshot
 
     def close(self) -> None:
@@ -601,15 +602,31 @@ class Broker:
 
         with self._endpoint_ahead(call) as endpoint:
 
+            started, driver = time.perf_counter(), 0.0
+
             def use(login: Login) -> tuple[C, Credentials]:
+                nonlocal driver
                 endpoint.wait()
                 credentials = self._connections.credentials(call, login)
-                opened = self._connections.open_with(
-                    call, credentials, functools.partial(connect, credentials)
-                )
+                began = time.perf_counter()
+                try:
+                    opened = self._connections.open_with(
+                        call, credentials, functools.partial(connect, credentials)
+                    )
+                finally:
+                    driver += time.perf_counter() - began
                 return opened, credentials
 
             (connection, credentials), login = self._logins.attempt(call, use)
+        self._figures.connected(
+            attributes(
+                method=credentials.method,
+                workgroup=call.options.workgroup,
+                region=call.resolved_aws.region if call.resolved_aws is not None else None,
+            ),
+            time.perf_counter() - started - driver,
+            driver,
+        )
         if call.options.method == "superuser" and not self._logins.is_verified(login):
             self._connections.verify_superuser(verify(connection), call, login)
             self._logins.mark_verified(login)
@@ -688,12 +705,17 @@ class Broker:
         return f"the IAM identity of access key {identity}"
 
     def _count_call(self, operation: str) -> None:
-        with self._stats_lock:
-            self._calls[operation] += 1
+        service, _, name = operation.partition(".")
+        self._figures.add("aws.calls", attributes(service=service, operation=name))
+
+    def _count_error(self, operation: str, code: str, region: str) -> None:
+        service, _, name = operation.partition(".")
+        self._figures.add(
+            "aws.errors", attributes(service=service, operation=name, code=code, region=region)
+        )
 
     def _count_retry(self, kind: str, attempt: int) -> None:
-        with self._stats_lock:
-            self._retries[kind] += 1
+        self._figures.add(f"{kind}.retries")
         logger.debug("%s attempt %d failed; retrying", kind, attempt)
 
     def _after_fork(self) -> None:

@@ -292,6 +292,11 @@ class RefreshCache(Generic[K, V]):
         entry = self._peek(key)
         return None if entry is None else entry.value
 
+    def held_keys(self) -> list[K]:
+        """The keys of the entries held now (expired ones are gone)."""
+        with self._lock:
+            return list(self._entries)
+
     def discard(self, key: K, value: V | None = None) -> None:
         """Drop ``key``; with ``value``, only while that very value is cached."""
         with self._lock:

@@ -20,10 +20,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from rsauth._backoff import backoff
-from rsauth._cache import CacheStats, Lease, RefreshCache
+from rsauth._cache import Lease, RefreshCache
 from rsauth._calls import DEFAULT_DATABASE, Call, CredentialKey, describe
 from rsauth._connections import Connections, Refused, refused_error
 from rsauth._errors import AccessDeniedError, ConfigurationError, RsauthError
+from rsauth._metrics import Attributes, Figures, attributes
 from rsauth._sessions import Sessions
 from rsauth._sources import Login
 from rsauth._sources.iam import IamSource
@@ -56,8 +57,10 @@ class Logins:
         login_attempts: int,
         shared: RedisCache | None,
         on_retry: Callable[[int], None],
+        figures: Figures,
     ) -> None:
         self._sessions = sessions
+        self._figures = figures
         self._connections = connections
         self._clock = clock
         self._sleep = sleep
@@ -72,6 +75,7 @@ class Logins:
             describe=describe,
             jitter=shared.jitter if shared is not None else 0.0,
         )
+        figures.watch(self._cache, login_attributes)
         # Guards the set below.
         self._verified_lock = threading.Lock()
         # Logins whose superuser status was checked; weak, so they leave with the cache.
@@ -86,13 +90,13 @@ class Logins:
             return PasswordSource(options.user or "", options.password or "").load().value
         key = call.aws.key
         if options.method == "secret":
-            return self._cache.get(
-                key, self._through_shared(call, lambda: self._secret_source(call).load())
-            )
+            return self._cache.get(key, self._through_shared(call, lambda: self._fetched(
+                key, "GetSecretValue", self._secret_source(call).load()
+            )))
         try:
-            return self._cache.get(
-                key, self._through_shared(call, lambda: self._iam_source(call).load())
-            )
+            return self._cache.get(key, self._through_shared(call, lambda: self._fetched(
+                key, "GetCredentials", self._iam_source(call).load()
+            )))
         except ConfigurationError:
             if options.workgroup and not options.host:
                 # AWS refused the request: a workgroup that is not AVAILABLE is a
@@ -152,10 +156,12 @@ class Logins:
                     raise refused_error(call, exc, attempts) from exc.__cause__
                 self._on_retry(attempt)
                 self._sleep(backoff(attempt))
-        if refused is not None and login.method == "secret":
-            # A pending version that worked is the one to use until the next refresh.
+        if refused is not None:
             key = call.aws.key._replace(method=login.method)
-            self._cache.put(key, Lease(login, refresh_after=self._secret_refresh))
+            self._figures.add("login.recoveries", login_attributes(key))
+            if login.method == "secret":
+                # A pending version that worked is the one to use until the next refresh.
+                self._cache.put(key, Lease(login, refresh_after=self._secret_refresh))
         return result, login
 
     def _recover(self, call: Call, refused: Login) -> Login:
@@ -167,6 +173,7 @@ class Logins:
         fresh = self.login(call)
         if fresh.method == "secret" and _same_login(fresh, refused):
             pending = self._secret_source(_as_secret(call)).load_pending()
+            self._fetched(_as_secret(call).aws.key, "GetSecretValue", pending)
             if pending is not None and not _same_login(pending, refused):
                 logger.info(
                     "login to %s refused with the current secret; trying AWSPENDING "
@@ -199,6 +206,13 @@ class Logins:
             return shared.fetch(request, fetch)
 
         return through_shared
+
+    def _fetched(self, key: CredentialKey, operation: str, fetched: T) -> T:
+        """``fetched``, a login just fetched from AWS with ``operation``, counted."""
+        if fetched is not None:
+            attrs = attributes(operation=operation, **dict(login_attributes(key)))
+            self._figures.add("login.fetches", attrs)
+        return fetched
 
     def _iam_source(self, call: Call) -> IamSource:
         source = SuperuserSource if call.options.method == "superuser" else IamSource
@@ -242,8 +256,10 @@ class Logins:
                 self._verified = weakref.WeakSet()
         return dropped
 
-    def stats(self) -> CacheStats:
-        return self._cache.stats()
+
+def login_attributes(key: CredentialKey) -> Attributes:
+    """What a login's figures are told apart by: never its user, only where and how."""
+    return attributes(method=key.method, workgroup=key.workgroup, region=key.region)
 
 
 def _as_secret(call: Call) -> Call:

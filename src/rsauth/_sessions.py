@@ -110,10 +110,12 @@ class Sessions:
         *,
         config: Config | None = None,
         on_call: Callable[[str], None] | None = None,
+        on_error: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self._base = base
         self._config = config if config is not None else default_config()
         self._on_call = on_call
+        self._on_error = on_error
         # boto3 sessions are not thread-safe while making clients; creation is
         # local work (no network), so one lock for all keys is short.
         self._lock = threading.Lock()
@@ -236,17 +238,39 @@ class Sessions:
         return client
 
     def _hook(self, client: Any) -> None:
-        if self._on_call is None:
-            return
         service = client.meta.service_model.service_name
-        on_call = self._on_call
+        on_call, on_error = self._on_call, self._on_error
+        if on_call is not None:
 
-        def count(model: Any, **_: Any) -> None:
-            on_call(f"{service}.{model.name}")
+            def count(model: Any, **_: Any) -> None:
+                on_call(f"{service}.{model.name}")
 
-        # provide-client-params reaches every handler once per API call; before-call
-        # stops at the first handler that answers (a stub, a cache), so it can miss calls.
-        client.meta.events.register("provide-client-params", count)
+            # provide-client-params reaches every handler once per API call; before-call
+            # stops at the first handler that answers (a stub, a cache), so it can miss calls.
+            client.meta.events.register("provide-client-params", count)
+        if on_error is not None:
+            region = client.meta.region_name or ""
+
+            def answered(http_response: Any, parsed: Any, model: Any, context: Any,
+                         **_: Any) -> None:
+                # Once per API call, after botocore's retries; an error when the status is
+                # 300 or more, its code as the client raises it (botocore/client.py,
+                # BaseClient._make_api_call).
+                if getattr(http_response, "status_code", 200) >= 300:
+                    code = (context or {}).get("error_code_override") or (
+                        (parsed or {}).get("Error", {}).get("Code")
+                    )
+                    on_error(f"{service}.{model.name}", str(code or http_response.status_code),
+                             region)
+
+            def unanswered(exception: Exception, event_name: str, **_: Any) -> None:
+                # No answer at all (network, timeout), after botocore's retries
+                # (BaseClient._make_request); the event's last part is the operation.
+                on_error(f"{service}.{event_name.rsplit('.', 1)[-1]}",
+                         type(exception).__name__, region)
+
+            client.meta.events.register("after-call", answered)
+            client.meta.events.register("after-call-error", unanswered)
 
     def redshift_serverless(self, key: SessionKey) -> RedshiftServerlessClient:
         client: RedshiftServerlessClient = self._client(key, "redshift-serverless")

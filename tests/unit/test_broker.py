@@ -273,7 +273,7 @@ def aws_calls(broker: Broker) -> dict[str, int]:
         for name, count in broker.stats().items()
         if "." in name
         and name[0].islower()
-        and not name.startswith(("cache.", "login.", "connect."))
+        and not name.startswith(("aws.", "cache.", "login.", "connect."))
     }
 
 
@@ -347,6 +347,7 @@ def test_credentials_are_refreshed_ahead_of_expiry(
     aws.credentials("pw-2")
     assert broker.credentials(workgroup="analytics").password == "pw-2"
     assert broker.stats()["cache.refreshes"] == 1
+    assert broker.stats()["login.fetches.iam"] == 2
 
 
 def test_a_repeated_call_is_a_counted_hit_of_the_same_value(
@@ -407,7 +408,9 @@ def test_refused_login_is_retried_with_a_fresh_credential(
     assert [call["password"] for call in driver.calls] == ["pw-1", "pw-2"]
     stats = broker.stats()
     assert stats["login.retries"] == 1
-    assert stats["redshift-serverless.GetCredentials"] == 2
+    assert stats["login.recoveries"] == 1
+    assert stats["redshift-serverless.GetCredentials"] == stats["login.fetches.iam"] == 2
+    assert stats["connect.count"] == 1
     assert broker.sleeps  # type: ignore[attr-defined]  # backoff went through the injected sleep
 
 
@@ -427,6 +430,8 @@ def test_login_refused_every_time_is_an_authentication_error(
     assert "pw-" not in message
     assert isinstance(info.value.__cause__, InterfaceError)
     assert broker.stats()["login.retries"] == 2
+    assert broker.stats()["login.recoveries"] == 0
+    assert broker.stats()["connect.count"] == 0
 
 
 def test_transient_network_errors_are_retried_then_mapped(
@@ -505,6 +510,9 @@ def test_secret_rotation_uses_awspending(broker: Broker, aws: Aws, driver: FakeD
     broker.connect(workgroup="analytics", method="secret")  # pending login now cached
     aws.done()
     assert [call["password"] for call in driver.calls] == ["pw-old", "pw-new", "pw-new"]
+    stats = broker.stats()
+    assert stats["login.recoveries"] == 1
+    assert stats["login.fetches.secret"] == 3, "AWSCURRENT twice, then AWSPENDING"
 
 
 def test_secret_id_with_host_and_dbname_in_the_secret(
@@ -589,6 +597,9 @@ def test_throttling_after_botocore_retries_is_a_service_error(broker: Broker, aw
     )
     with pytest.raises(ServiceError, match="after botocore's retries"):
         broker.credentials(workgroup="analytics")
+    stats = broker.stats()
+    assert stats["aws.errors"] == stats["aws.errors.ThrottlingException"] == 1
+    assert stats["login.fetches"] == 0
 
 
 @pytest.mark.parametrize(

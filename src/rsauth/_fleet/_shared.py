@@ -49,6 +49,7 @@ from rsauth._fleet._crypto import (
 )
 from rsauth._fleet._store import Store, StoreUnavailable, redact_url
 from rsauth._fork import reset_in_child
+from rsauth._metrics import Figures
 from rsauth._sources import Login
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ SHARE_ROLE_SESSIONS_ENV = "RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS"
 
 # A secret's entry this close to its refresh point is left to the next reader.
 _SECRET_MIN_LEFT = 0.5
+# The attributes of this tier's figures.
+_SHARED = (("tier", "shared"),)
 _REJECT_WARNING_INTERVAL = 600.0
 
 
@@ -241,6 +244,8 @@ class RedisCache:
         self._reject_warned: dict[str, float] = {}
         # Entry keys this process published or used, and the broker's key of each.
         self._entries: OrderedDict[str, Any] = OrderedDict()
+        # Hits, misses and waits of this tier, for stats() and OpenTelemetry.
+        self._figures = Figures(tier="shared")
 
     def _after_fork(self) -> None:
         self._start()
@@ -253,6 +258,16 @@ class RedisCache:
         """The store's URL, password masked."""
         return redact_url(self._store.url)
 
+    def stats(self) -> dict[str, int]:
+        """This tier's figures: ``cache.shared.hits`` (logins taken from the store),
+        ``cache.shared.misses`` (fetched from AWS past it), ``cache.shared.waits`` (for
+        another worker's fetch) and ``cache.shared.wait_timeouts`` (waits that ran out)."""
+        return {
+            name: value
+            for name, value in self._figures.stats().items()
+            if name.startswith("cache.shared.")
+        }
+
     def close(self) -> None:
         """Close the connections to the store."""
         self._store.close()
@@ -264,6 +279,7 @@ class RedisCache:
 
     def fetch(self, request: SharedRequest, fetch: Callable[[], Lease[Login]]) -> Lease[Login]:
         """The login for ``request``: from the store, or fetched once for the fleet."""
+        fetch = self._missed(fetch)
         if not self._store.available():
             return self._remember(fetch(), _Seen("", secrets.token_hex(8), None))
         try:
@@ -359,8 +375,10 @@ class RedisCache:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.wait_seconds
+                self._figures.add("cache.waits", _SHARED)
                 logger.debug("shared cache: waiting for another worker's %s", request.describe)
             if now >= deadline:
+                self._figures.add("cache.wait_timeouts", _SHARED)
                 logger.info(
                     "shared cache: no %s from the worker fetching it after %.1f s; "
                     "fetching it here",
@@ -469,6 +487,7 @@ class RedisCache:
                 return None
             lease = Lease(login, refresh_after=left)
         logger.debug("shared cache: %s from the store", request.describe)
+        self._figures.add("cache.hits", _SHARED)
         self._track(entry_key, request.key)
         return self._remember(lease, _Seen(entry_key, generation, blob))
 
@@ -488,6 +507,15 @@ class RedisCache:
         )
         span_seconds = None if span is None else float(span)
         return login, span_seconds, float(payload["not_after"]), str(payload["generation"])
+
+    def _missed(self, fetch: Callable[[], Lease[Login]]) -> Callable[[], Lease[Login]]:
+        """``fetch``, counted as a miss of this tier each time it runs."""
+
+        def missed() -> Lease[Login]:
+            self._figures.add("cache.misses", _SHARED)
+            return fetch()
+
+        return missed
 
     def _remember(self, lease: Lease[Login], seen: _Seen) -> Lease[Login]:
         with self._lock:
