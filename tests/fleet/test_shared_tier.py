@@ -19,7 +19,7 @@ import pytest
 import rsauth
 from rsauth._cache import Lease
 from rsauth._fleet import SharedRequest
-from rsauth._fleet._crypto import Binding, KmsKey
+from rsauth._fleet._crypto import Binding, FleetKey, KmsKey, parse_fleet_key
 from rsauth._policies import Target, login_policy
 from rsauth._sources import Login
 from rsauth.sandbox import Sandbox
@@ -67,8 +67,9 @@ def test_one_fetch_serves_every_broker(sandbox: Sandbox, brokers: list[rsauth.Br
             users.add(current_user(connection))
     assert users == {"IAM:sandbox-admin"}
     assert get_credentials(sandbox) == 1
-    # One GetCallerIdentity per broker's process-wide identity (here: per RedisCache).
-    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == 3
+    # One GetCallerIdentity for the access key: the first worker's answer, sealed in the
+    # store, serves the other two.
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == 1
 
 
 def test_the_environment_turns_it_on(
@@ -152,6 +153,74 @@ def test_threads_and_brokers_fetch_once(sandbox: Sandbox, brokers: list[rsauth.B
 
 
 # -- identities and integrity -----------------------------------------------------------
+
+
+def caller_key(access_key: str) -> bytes:
+    """Where the store keeps ``access_key``'s caller entry (a store-only attacker who
+    watched the workers write learns the same)."""
+    digest = FleetKey(parse_fleet_key(FLEET_KEY, source="test")).caller_key(access_key)
+    return f"rsauth:v1:c:{digest}".encode()
+
+
+@pytest.fixture
+def mallory(sandbox: Sandbox, redis_server: RedisServer) -> dict[str, str]:
+    """Another identity of the same fleet, logged in once: its caller entry is in the store."""
+    name = f"fleet-mallory-{uuid.uuid4().hex[:8]}"
+    keys = make_user(name, allow(LOGIN_ACTIONS, WORKGROUPS))
+    with rsauth.Broker(
+        boto3.Session(**keys), shared_cache=shared(redis_server)
+    ) as broker, broker.connect(workgroup=sandbox.workgroup) as connection:
+        assert current_user(connection) == f"IAM:{name}"
+    assert redis_server.client().get(caller_key(keys["aws_access_key_id"]))
+    return {**keys, "name": name}
+
+
+def assert_the_poison_is_not_trusted(
+    sandbox: Sandbox, redis_server: RedisServer, mallory: dict[str, str]
+) -> None:
+    sts = sandbox.calls().get("sts.GetCallerIdentity", 0)
+    with rsauth.Broker(shared_cache=shared(redis_server)) as victim:
+        with victim.connect(workgroup=sandbox.workgroup) as connection:
+            assert current_user(connection) == "IAM:sandbox-admin"
+        # The victim asked STS itself rather than take the planted ARN.
+        assert victim.stats().get("sts.GetCallerIdentity") == 1
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == sts + 1
+    # Nor did it publish its own login under mallory's binding, for mallory to read.
+    keys = {k: v for k, v in mallory.items() if k != "name"}
+    with rsauth.Broker(boto3.Session(**keys), shared_cache=shared(redis_server)) as again:
+        assert again.credentials(workgroup=sandbox.workgroup).user == f"IAM:{mallory['name']}"
+
+
+def test_a_caller_entry_copied_from_another_access_key_is_not_trusted(
+    sandbox: Sandbox,
+    redis_server: RedisServer,
+    mallory: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = redis_server.client()
+    victims = caller_key(sandbox.env["AWS_ACCESS_KEY_ID"])
+    # Someone with write access to the store puts mallory's caller entry under the
+    # victim's access key: trusted, it would make the victim read and write mallory's logins.
+    client.set(victims, client.get(caller_key(mallory["aws_access_key_id"])), px=60_000)
+    assert_the_poison_is_not_trusted(sandbox, redis_server, mallory)
+    assert any(
+        "caller entry of this access key was rejected" in r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING"
+    )
+
+
+def test_a_caller_entry_sealed_with_another_key_is_not_trusted(
+    sandbox: Sandbox, redis_server: RedisServer, mallory: dict[str, str]
+) -> None:
+    # Without the fleet key, a claim that the victim's access key is mallory's.
+    forger = FleetKey(parse_fleet_key(bytes(range(1, 33)), source="test"))
+    forged = forger.seal_caller(
+        sandbox.env["AWS_ACCESS_KEY_ID"],
+        f"arn:aws:iam::{sandbox.account_id}:user/{mallory['name']}",
+    )
+    redis_server.client().set(caller_key(sandbox.env["AWS_ACCESS_KEY_ID"]), forged, px=60_000)
+    assert_the_poison_is_not_trusted(sandbox, redis_server, mallory)
 
 
 def test_two_identities_never_share(sandbox: Sandbox, redis_server: RedisServer) -> None:
@@ -262,6 +331,9 @@ def test_kms_mode_shares_within_an_identity_only(
             for role in (reader, writer)
         }
     assert users == {"IAMR:fleet-reader", "IAMR:fleet-writer"}
+    # No caller entries in KMS mode: each worker asks STS who it is.
+    assert not client.keys("rsauth:v1:c:*")
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) >= 3
 
 
 def test_kms_data_keys_stay_out_of_debug_logs(

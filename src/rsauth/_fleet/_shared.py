@@ -14,7 +14,11 @@ calling AWS, a worker:
 
 The store down or slow means fetching from AWS as before (see ``_store``).
 Identity: the caller's ARN from STS ``GetCallerIdentity``, asked once per AWS
-access key (so again after a role's credentials refresh).
+access key (so again after a role's credentials refresh). With a fleet key the
+answer is shared too: one worker per access key asks STS (under a lease of its
+own) and seals the ARN in a caller entry whose associated data names the access
+key id; the others open it instead of asking. KMS mode does not share it
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rsauth._cache import MANDATORY_MAX_SECONDS, Lease
 from rsauth._config import _bool
@@ -75,6 +79,11 @@ SHARE_ROLE_SESSIONS_ENV = "RSAUTH_SHARED_CACHE_SHARE_ROLE_SESSIONS"
 # A secret's entry this close to its refresh point is left to the next reader.
 _SECRET_MIN_LEFT = 0.5
 _REJECT_WARNING_INTERVAL = 600.0
+# An access key id names one principal for as long as the key lives; the hour only
+# bounds how long the entry of a key no worker uses any more stays in the store.
+_CALLER_TTL_MS = 3_600_000
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -325,7 +334,7 @@ class RedisCache:
         with self._lock:
             arn = self._arns.get(access_key)
         if arn is None:
-            arn = request.caller_arn()
+            arn = self._caller_arn(request, access_key)
             with self._lock:
                 if len(self._arns) > 256:
                     self._arns.clear()
@@ -336,6 +345,44 @@ class RedisCache:
             share_role_sessions=self.share_role_sessions,
         )
 
+    def _caller_arn(self, request: SharedRequest, access_key: str) -> str:
+        """The caller's ARN: from the access key's caller entry when the fleet key sealed
+        one, else from STS once for the fleet (docs/security.md says what this trusts)."""
+        sealer = self._sealer
+        if not isinstance(sealer, FleetKey) or not access_key or not self._store.available():
+            # KMS mode: a caller entry would be trusted across identities; each asks STS.
+            return request.caller_arn()
+        digest = sealer.caller_key(access_key)
+        entry_key = f"{self.prefix}v1:c:{digest}"
+
+        def read() -> str | None:
+            blob = self._store.get(entry_key)
+            if blob is None:
+                return None
+            try:
+                return sealer.open_caller(access_key, blob)
+            except EntryRejected as exc:
+                self._warn_once(
+                    entry_key,
+                    "shared cache: the caller entry of this access key was rejected (%s); "
+                    "asking STS",
+                    exc,
+                )
+                return None
+
+        def publish() -> str:
+            arn = request.caller_arn()
+            with contextlib.suppress(StoreUnavailable):
+                self._store.write(entry_key, sealer.seal_caller(access_key, arn), _CALLER_TTL_MS)
+            return arn
+
+        try:
+            return self._single_flight(
+                f"{self.prefix}v1:cl:{digest}", read, publish, "caller identity"
+            )
+        except StoreUnavailable:
+            return request.caller_arn()
+
     def _through_store(
         self,
         request: SharedRequest,
@@ -343,31 +390,46 @@ class RedisCache:
         entry_key: str,
         fetch: Callable[[], Lease[Login]],
     ) -> Lease[Login]:
-        lease_key = entry_key.replace(":e:", ":l:", 1)
+        return self._single_flight(
+            entry_key.replace(":e:", ":l:", 1),
+            lambda: self._read(request, binding, entry_key),
+            lambda: self._fetch_and_publish(request, binding, entry_key, fetch),
+            request.describe,
+        )
+
+    def _single_flight(
+        self,
+        lease_key: str,
+        read: Callable[[], _T | None],
+        make: Callable[[], _T],
+        describe: str,
+    ) -> _T:
+        """``read()`` when it finds something, else ``make()`` under the lease: one worker
+        of the fleet makes it while the others wait for it (at most ``wait_seconds``)."""
         token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         deadline: float | None = None
         pause = 0.02
         while True:
-            found = self._read(request, binding, entry_key)
+            found = read()
             if found is not None:
                 return found
             if self._store.acquire(lease_key, token, int(self.lease_seconds * 1000)):
                 try:
-                    return self._fetch_and_publish(request, binding, entry_key, fetch)
+                    return make()
                 finally:
                     self._release(lease_key, token)
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.wait_seconds
-                logger.debug("shared cache: waiting for another worker's %s", request.describe)
+                logger.debug("shared cache: waiting for another worker's %s", describe)
             if now >= deadline:
                 logger.info(
                     "shared cache: no %s from the worker fetching it after %.1f s; "
                     "fetching it here",
-                    request.describe,
+                    describe,
                     self.wait_seconds,
                 )
-                return self._fetch_and_publish(request, binding, entry_key, fetch)
+                return make()
             time.sleep(min(pause, deadline - now))
             pause = min(pause * 1.5, 0.25)
 

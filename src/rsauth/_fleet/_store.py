@@ -214,6 +214,10 @@ class Store:
         """Delete ``keys``, one ``DEL`` each (cluster mode: keys may live on different slots)."""
         return sum(int(self._run(lambda client, key=key: client.delete(key))) for key in keys)
 
+    def get(self, key: str) -> bytes | None:
+        value = self._run(lambda client: client.get(key))
+        return None if value is None else bytes(value)
+
     def holder(self, key: str) -> str | None:
         value = self._run(lambda client: client.get(key))
         return None if value is None else bytes(value).decode(errors="replace")
