@@ -162,13 +162,20 @@ def caller_key(access_key: str) -> bytes:
     return f"rsauth:v1:c:{digest}".encode()
 
 
+def session_of(keys: dict[str, str]) -> boto3.Session:
+    return boto3.Session(
+        aws_access_key_id=keys["aws_access_key_id"],
+        aws_secret_access_key=keys["aws_secret_access_key"],
+    )
+
+
 @pytest.fixture
 def mallory(sandbox: Sandbox, redis_server: RedisServer) -> dict[str, str]:
     """Another identity of the same fleet, logged in once: its caller entry is in the store."""
     name = f"fleet-mallory-{uuid.uuid4().hex[:8]}"
     keys = make_user(name, allow(LOGIN_ACTIONS, WORKGROUPS))
     with rsauth.Broker(
-        boto3.Session(**keys), shared_cache=shared(redis_server)
+        session_of(keys), shared_cache=shared(redis_server)
     ) as broker, broker.connect(workgroup=sandbox.workgroup) as connection:
         assert current_user(connection) == f"IAM:{name}"
     assert redis_server.client().get(caller_key(keys["aws_access_key_id"]))
@@ -187,7 +194,7 @@ def assert_the_poison_is_not_trusted(
     assert sandbox.calls().get("sts.GetCallerIdentity", 0) == sts + 1
     # Nor did it publish its own login under mallory's binding, for mallory to read.
     keys = {k: v for k, v in mallory.items() if k != "name"}
-    with rsauth.Broker(boto3.Session(**keys), shared_cache=shared(redis_server)) as again:
+    with rsauth.Broker(session_of(keys), shared_cache=shared(redis_server)) as again:
         assert again.credentials(workgroup=sandbox.workgroup).user == f"IAM:{mallory['name']}"
 
 
