@@ -427,17 +427,27 @@ def accept_waiting(listener: socket.socket) -> int:
         count += 1
 
 
-def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
-    acl = (
-        "user default off\n"
-        "user rsauth on >fleet-acl-password ~rsauth:* "
-        # The ACL docs/fleet.md gives: nothing but rsauth's keys and commands.
-        "+get +set +del +pttl +evalsha +script|load +client|setname\n"
-    )
+# The ACL docs/fleet.md gives: nothing but rsauth's keys, channels and commands.
+FLEET_ACL = (
+    "~rsauth:* &rsauth:* +get +set +del +pttl +evalsha +script|load +client|setname "
+    "+publish +subscribe"
+)
+
+
+def acl_server(redis_binary: str, permissions: str) -> RedisServer:
     register_secret("fleet-acl-password")
-    server = RedisServer(redis_binary, config=acl).start()
+    acl = f"user default off\nuser rsauth on >fleet-acl-password {permissions}\n"
+    return RedisServer(redis_binary, config=acl).start()
+
+
+def acl_url(server: RedisServer) -> str:
+    return f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
+
+
+def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
+    server = acl_server(redis_binary, FLEET_ACL)
     try:
-        url = f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
+        url = acl_url(server)
         cache = rsauth.RedisCache(url, fleet_key=FLEET_KEY)
         assert "fleet-acl-password" not in repr(cache)
         with rsauth.Broker(shared_cache=cache) as a, rsauth.Broker(
@@ -448,6 +458,73 @@ def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
         assert get_credentials(sandbox) == 1
     finally:
         server.cleanup()
+
+
+def wait_behind_a_slow_fetch(sandbox: Sandbox, url: str, client: Any, waiters: int) -> None:
+    """One worker's GetCredentials hangs; ``waiters`` more start once it holds the lease."""
+    sandbox.latency(3.0, operation="GetCredentials", count=1)
+    brokers = [
+        rsauth.Broker(shared_cache=rsauth.RedisCache(url, fleet_key=FLEET_KEY))
+        for _ in range(waiters + 1)
+    ]
+    users: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(broker: rsauth.Broker) -> None:
+        try:
+            users.append(broker.credentials(workgroup=sandbox.workgroup).user)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(broker,)) for broker in brokers]
+    try:
+        threads[0].start()
+        deadline = time.monotonic() + 120  # only guards a hang
+        while not client.keys("rsauth:v1:l:*"):
+            assert time.monotonic() < deadline, "nobody took the lease"
+            time.sleep(0.01)
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for broker in brokers:
+            broker.close()
+    assert not errors
+    assert set(users) == {"IAM:sandbox-admin"}
+    assert get_credentials(sandbox) == 1
+
+
+def test_waiters_subscribe_and_the_holder_wakes_them(
+    sandbox: Sandbox, redis_server: RedisServer
+) -> None:
+    client = redis_server.client()
+    wait_behind_a_slow_fetch(sandbox, redis_server.url, client, waiters=4)
+    commands = client.info("commandstats")
+    # Each waiter subscribed to the lease's channel once, instead of polling the store.
+    assert commands["cmdstat_subscribe"]["calls"] == 4
+    assert commands["cmdstat_publish"]["calls"] >= 1
+
+
+def test_an_acl_without_channels_means_polling(
+    sandbox: Sandbox, redis_binary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An ACL from before waiters subscribed: SUBSCRIBE and PUBLISH are refused.
+    server = acl_server(
+        redis_binary,
+        "~rsauth:* +get +set +del +pttl +evalsha +script|load +client|setname\n"
+        "user watcher on >fleet-acl-password ~* +keys +info",
+    )
+    try:
+        client = server.client(username="watcher", password="fleet-acl-password")
+        wait_behind_a_slow_fetch(sandbox, acl_url(server), client, waiters=4)
+        # Each waiter asked to subscribe once, was refused, and polled.
+        subscribe = client.info("commandstats")["cmdstat_subscribe"]
+        assert (subscribe["calls"], subscribe["rejected_calls"]) == (0, 4)
+    finally:
+        server.cleanup()
+    # A refusal is an answer: the store was never taken to be down.
+    assert not [r for r in caplog.records if "not answering" in r.getMessage()]
 
 
 def test_debug_lines_hold_no_entry(

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import random
 import secrets
 import socket
 import threading
@@ -51,7 +52,7 @@ from rsauth._fleet._crypto import (
     binding_identity,
     parse_fleet_key,
 )
-from rsauth._fleet._store import Store, StoreUnavailable, redact_url
+from rsauth._fleet._store import Store, StoreUnavailable, Subscription, redact_url
 from rsauth._fork import reset_in_child
 from rsauth._sources import Login
 
@@ -238,6 +239,8 @@ class RedisCache:
         self.jitter = jitter
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
+        # Waiters subscribe to the lease's channel (else poll with backoff and jitter).
+        self._subscribe = True
         self._start()
         reset_in_child(self)
 
@@ -408,35 +411,50 @@ class RedisCache:
         of the fleet makes it while the others wait for it (at most ``wait_seconds``)."""
         token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         deadline: float | None = None
-        pause = 0.02
-        while True:
-            found = read()
-            if found is not None:
-                return found
-            if self._store.acquire(lease_key, token, int(self.lease_seconds * 1000)):
-                try:
+        subscription: Subscription | None = None
+        pause = 0.0
+        try:
+            while True:
+                found = read()
+                if found is not None:
+                    return found
+                if self._store.acquire(lease_key, token, int(self.lease_seconds * 1000)):
+                    try:
+                        return make()
+                    finally:
+                        self._release(lease_key, token)
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.wait_seconds
+                    logger.debug("shared cache: waiting for another worker's %s", describe)
+                    if self._subscribe:
+                        subscription = self._store.subscribe(lease_key)
+                    if subscription is not None:
+                        continue  # Look again: the holder may have published meanwhile.
+                if now >= deadline:
+                    logger.info(
+                        "shared cache: no %s from the worker fetching it after %.1f s; "
+                        "fetching it here",
+                        describe,
+                        self.wait_seconds,
+                    )
                     return make()
-                finally:
-                    self._release(lease_key, token)
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + self.wait_seconds
-                logger.debug("shared cache: waiting for another worker's %s", describe)
-            if now >= deadline:
-                logger.info(
-                    "shared cache: no %s from the worker fetching it after %.1f s; "
-                    "fetching it here",
-                    describe,
-                    self.wait_seconds,
-                )
-                return make()
-            time.sleep(min(pause, deadline - now))
-            pause = min(pause * 1.5, 0.25)
+                pause = _next_pause(pause, subscribed=subscription is not None)
+                if subscription is not None:
+                    subscription.wait(min(pause, deadline - now))
+                else:
+                    time.sleep(min(pause, deadline - now))
+        finally:
+            if subscription is not None:
+                subscription.close()
 
     def _release(self, lease_key: str, token: str) -> None:
-        # A lease that cannot be released expires on its own.
+        # A lease that cannot be released expires on its own. The lease's channel wakes
+        # the workers waiting for what its holder made (or failed to make: one of them
+        # takes the lease at once).
         with contextlib.suppress(StoreUnavailable):
             self._store.delete_if(lease_key, token)
+            self._store.publish(lease_key)
 
     def _fetch_and_publish(
         self,
@@ -566,6 +584,20 @@ class RedisCache:
                 self._reject_warned.clear()
             self._reject_warned[topic] = now
         logger.warning(message, *args)
+
+
+def _next_pause(pause: float, *, subscribed: bool) -> float:
+    """How long a waiter waits before looking at the store again.
+
+    Subscribed, a publish on the lease's channel wakes it: the pause only bounds how late
+    it notices a holder that died (its lease lapses after ``lease_seconds``), 1 to 2 s.
+    Polling (the server refused the subscription), exponential from 50 ms up to 1 s, each
+    drawn from its upper half so waiters that started together do not poll together.
+    """
+    if subscribed:
+        return random.uniform(1.0, 2.0)  # noqa: S311 - jitter, not a secret
+    ceiling = min(1.0, max(0.05, 2 * pause))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
 
 
 def shared_cache_from_environ(environ: Mapping[str, str]) -> RedisCache | None:
