@@ -7,10 +7,14 @@ calling AWS, a worker:
    very binding, not in its mandatory window, not the login this worker
    already holds or saw refused) is the answer;
 2. else takes the lease (``SET NX PX``) and fetches, publishes the sealed entry
-   (``PX`` = the time the login has left) and releases the lease;
-3. else — another worker holds the lease — polls (1) and (2) until
-   ``wait_seconds`` have passed, then fetches itself. A holder that dies
-   leaves a lease that expires after ``lease_seconds``; the next poll takes it.
+   (``PX`` = the time the login has left), releases the lease and ``PUBLISH``es
+   on the lease's channel;
+3. else — another worker holds the lease — subscribes to that channel, looks at
+   (1) and (2) again, and does so each time a message wakes it (or 1 to 2 s have
+   passed), until ``wait_seconds`` have passed, then fetches itself. A holder
+   that dies leaves a lease that expires after ``lease_seconds``; the next look
+   takes it. A server that refuses the channel: the worker polls instead, with
+   exponential backoff and jitter.
 
 The store down or slow means fetching from AWS as before (see ``_store``).
 Identity: the caller's ARN from STS ``GetCallerIdentity``, asked once per AWS
@@ -591,8 +595,9 @@ def _next_pause(pause: float, *, subscribed: bool) -> float:
 
     Subscribed, a publish on the lease's channel wakes it: the pause only bounds how late
     it notices a holder that died (its lease lapses after ``lease_seconds``), 1 to 2 s.
-    Polling (the server refused the subscription), exponential from 50 ms up to 1 s, each
-    drawn from its upper half so waiters that started together do not poll together.
+    Polling (the server refused the subscription): a ceiling doubling from 50 ms up to
+    1 s, each pause drawn from the upper half of its ceiling so waiters that started
+    together do not poll together.
     """
     if subscribed:
         return random.uniform(1.0, 2.0)  # noqa: S311 - jitter, not a secret
