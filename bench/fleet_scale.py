@@ -178,6 +178,9 @@ def _steady(spec: dict[str, Any], index: int, stop_at: float) -> dict[str, Any]:
             except Exception as exc:
                 summary["failed"].append(f"{type(exc).__name__}: {exc}"[:300])
             time.sleep(spec["poll"] * rng.uniform(0.5, 1.5))
+        stats = broker.stats()
+        summary["login_retries"] = summary.get("login_retries", 0) + stats["login.retries"]
+        summary["refreshes"] = summary.get("refreshes", 0) + stats["cache.refreshes"]
         broker.close()
         if shared is not None:
             shared.close()
@@ -297,6 +300,9 @@ def run_phase(
         figures["workers_started"] = sum(s["generations"] for s in found)
         figures["connects"] = sum(s["connects"] for s in found)
         figures["credential_reads"] = sum(s["logins"] for s in found)
+        # Refused logins retried (a login that expired on the way to the database).
+        figures["login_retries"] = sum(s.get("login_retries", 0) for s in found)
+        figures["in_process_refreshes"] = sum(s.get("refreshes", 0) for s in found)
         failed = [f for s in found for f in s["failed"]]
         figures["failed"] = len(failed)
         figures["failures_sample"] = failed[:5]
