@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test soak bench mutate lint typecheck pytest sandbox build clean parts
+.PHONY: demo test soak bench fleet-bench mutate lint typecheck pytest sandbox build clean parts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,7 +64,8 @@ soak: $(STAMP) parts
 # (bench/results/psycopg_async.json), rsauth proxy against a direct connection
 # (bench/results/proxy.json), a warm cache hit with and without OpenTelemetry
 # (bench/results/metrics.json), then the fleet of worker processes with and without the
-# shared tier (bench/results/fleet.json). Not part of make test.
+# shared tier (bench/results/fleet.json), and the fleet's cold start at 1,000 workers.
+# Not part of make test.
 bench: $(STAMP) parts
 	$(PARTS_ENV) $(BIN)/python bench/run.py
 	$(PARTS_ENV) $(BIN)/python bench/coldstart.py
@@ -72,6 +73,14 @@ bench: $(STAMP) parts
 	$(PARTS_ENV) $(BIN)/python bench/proxy.py
 	$(PARTS_ENV) $(BIN)/python bench/metrics.py
 	$(PARTS_ENV) $(BIN)/pytest tests/fleet/test_fleet.py -q
+	$(MAKE) fleet-bench
+
+# 1,000 workers (16 processes x 64 threads, each its own boto3 session, Broker and
+# RedisCache) of one identity against one redis-server, 300 ms added to every AWS call:
+# the cold start with and without the shared tier, then a compressed steady hour.
+# Figures go to bench/results/fleet_scale.json (docs/fleet.md). A few minutes.
+fleet-bench: $(STAMP) parts
+	$(PARTS_ENV) $(BIN)/python bench/fleet_scale.py
 
 # Mutation testing of the core (pyproject's [tool.mutmut]): each mutant against the tests
 # that reach it; killed and surviving mutants, each survivor's place, and the run's length

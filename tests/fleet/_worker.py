@@ -60,6 +60,7 @@ def run(spec: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
         "first_connect": None,
         "first_connect_at": None,
         "first_login_at": None,
+        "first_login_stats": {},
     }
     next_connect = started
     kwargs: dict[str, Any] = {"workgroup": spec["workgroup"]}
@@ -68,6 +69,8 @@ def run(spec: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     try:
         broker.credentials(**kwargs)
         summary["first_login_at"] = time.time()
+        # What the first login took, apart from the refreshes the worker does later.
+        summary["first_login_stats"] = broker.stats()
     except Exception as exc:
         summary["errors"].append(f"{type(exc).__name__}: {exc}")
     while True:

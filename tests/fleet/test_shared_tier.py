@@ -19,7 +19,7 @@ import pytest
 import rsauth
 from rsauth._cache import Lease
 from rsauth._fleet import SharedRequest
-from rsauth._fleet._crypto import Binding, KmsKey
+from rsauth._fleet._crypto import Binding, FleetKey, KmsKey, parse_fleet_key
 from rsauth._policies import Target, login_policy
 from rsauth._sources import Login
 from rsauth.sandbox import Sandbox
@@ -67,8 +67,9 @@ def test_one_fetch_serves_every_broker(sandbox: Sandbox, brokers: list[rsauth.Br
             users.add(current_user(connection))
     assert users == {"IAM:sandbox-admin"}
     assert get_credentials(sandbox) == 1
-    # One GetCallerIdentity per broker's process-wide identity (here: per RedisCache).
-    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == 3
+    # One GetCallerIdentity for the access key: the first worker's answer, sealed in the
+    # store, serves the other two.
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == 1
 
 
 def test_the_environment_turns_it_on(
@@ -152,6 +153,81 @@ def test_threads_and_brokers_fetch_once(sandbox: Sandbox, brokers: list[rsauth.B
 
 
 # -- identities and integrity -----------------------------------------------------------
+
+
+def caller_key(access_key: str) -> bytes:
+    """Where the store keeps ``access_key``'s caller entry (a store-only attacker who
+    watched the workers write learns the same)."""
+    digest = FleetKey(parse_fleet_key(FLEET_KEY, source="test")).caller_key(access_key)
+    return f"rsauth:v1:c:{digest}".encode()
+
+
+def session_of(keys: dict[str, str]) -> boto3.Session:
+    return boto3.Session(
+        aws_access_key_id=keys["aws_access_key_id"],
+        aws_secret_access_key=keys["aws_secret_access_key"],
+    )
+
+
+@pytest.fixture
+def mallory(sandbox: Sandbox, redis_server: RedisServer) -> dict[str, str]:
+    """Another identity of the same fleet, logged in once: its caller entry is in the store."""
+    name = f"fleet-mallory-{uuid.uuid4().hex[:8]}"
+    keys = make_user(name, allow(LOGIN_ACTIONS, WORKGROUPS))
+    with rsauth.Broker(
+        session_of(keys), shared_cache=shared(redis_server)
+    ) as broker, broker.connect(workgroup=sandbox.workgroup) as connection:
+        assert current_user(connection) == f"IAM:{name}"
+    assert redis_server.client().get(caller_key(keys["aws_access_key_id"]))
+    return {**keys, "name": name}
+
+
+def assert_the_poison_is_not_trusted(
+    sandbox: Sandbox, redis_server: RedisServer, mallory: dict[str, str]
+) -> None:
+    sts = sandbox.calls().get("sts.GetCallerIdentity", 0)
+    with rsauth.Broker(shared_cache=shared(redis_server)) as victim:
+        with victim.connect(workgroup=sandbox.workgroup) as connection:
+            assert current_user(connection) == "IAM:sandbox-admin"
+        # The victim asked STS itself rather than take the planted ARN.
+        assert victim.stats().get("sts.GetCallerIdentity") == 1
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) == sts + 1
+    # Nor did it publish its own login under mallory's binding, for mallory to read.
+    keys = {k: v for k, v in mallory.items() if k != "name"}
+    with rsauth.Broker(session_of(keys), shared_cache=shared(redis_server)) as again:
+        assert again.credentials(workgroup=sandbox.workgroup).user == f"IAM:{mallory['name']}"
+
+
+def test_a_caller_entry_copied_from_another_access_key_is_not_trusted(
+    sandbox: Sandbox,
+    redis_server: RedisServer,
+    mallory: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = redis_server.client()
+    victims = caller_key(sandbox.env["AWS_ACCESS_KEY_ID"])
+    # Someone with write access to the store puts mallory's caller entry under the
+    # victim's access key: trusted, it would make the victim read and write mallory's logins.
+    client.set(victims, client.get(caller_key(mallory["aws_access_key_id"])), px=60_000)
+    assert_the_poison_is_not_trusted(sandbox, redis_server, mallory)
+    assert any(
+        "caller entry of this access key was rejected" in r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING"
+    )
+
+
+def test_a_caller_entry_sealed_with_another_key_is_not_trusted(
+    sandbox: Sandbox, redis_server: RedisServer, mallory: dict[str, str]
+) -> None:
+    # Without the fleet key, a claim that the victim's access key is mallory's.
+    forger = FleetKey(parse_fleet_key(bytes(range(1, 33)), source="test"))
+    forged = forger.seal_caller(
+        sandbox.env["AWS_ACCESS_KEY_ID"],
+        f"arn:aws:iam::{sandbox.account_id}:user/{mallory['name']}",
+    )
+    redis_server.client().set(caller_key(sandbox.env["AWS_ACCESS_KEY_ID"]), forged, px=60_000)
+    assert_the_poison_is_not_trusted(sandbox, redis_server, mallory)
 
 
 def test_two_identities_never_share(sandbox: Sandbox, redis_server: RedisServer) -> None:
@@ -262,6 +338,9 @@ def test_kms_mode_shares_within_an_identity_only(
             for role in (reader, writer)
         }
     assert users == {"IAMR:fleet-reader", "IAMR:fleet-writer"}
+    # No caller entries in KMS mode: each worker asks STS who it is.
+    assert not client.keys("rsauth:v1:c:*")
+    assert sandbox.calls().get("sts.GetCallerIdentity", 0) >= 3
 
 
 def test_kms_data_keys_stay_out_of_debug_logs(
@@ -348,17 +427,27 @@ def accept_waiting(listener: socket.socket) -> int:
         count += 1
 
 
-def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
-    acl = (
-        "user default off\n"
-        "user rsauth on >fleet-acl-password ~rsauth:* "
-        # The ACL docs/fleet.md gives: nothing but rsauth's keys and commands.
-        "+get +set +del +pttl +evalsha +script|load +client|setname\n"
-    )
+# The ACL docs/fleet.md gives: nothing but rsauth's keys, channels and commands.
+FLEET_ACL = (
+    "~rsauth:* &rsauth:* +get +set +del +pttl +evalsha +script|load +client|setname "
+    "+publish +subscribe"
+)
+
+
+def acl_server(redis_binary: str, permissions: str) -> RedisServer:
     register_secret("fleet-acl-password")
-    server = RedisServer(redis_binary, config=acl).start()
+    acl = f"user default off\nuser rsauth on >fleet-acl-password {permissions}\n"
+    return RedisServer(redis_binary, config=acl).start()
+
+
+def acl_url(server: RedisServer) -> str:
+    return f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
+
+
+def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
+    server = acl_server(redis_binary, FLEET_ACL)
     try:
-        url = f"redis://rsauth:fleet-acl-password@127.0.0.1:{server.port}/0"
+        url = acl_url(server)
         cache = rsauth.RedisCache(url, fleet_key=FLEET_KEY)
         assert "fleet-acl-password" not in repr(cache)
         with rsauth.Broker(shared_cache=cache) as a, rsauth.Broker(
@@ -369,6 +458,73 @@ def test_acl_user_from_the_url(sandbox: Sandbox, redis_binary: str) -> None:
         assert get_credentials(sandbox) == 1
     finally:
         server.cleanup()
+
+
+def wait_behind_a_slow_fetch(sandbox: Sandbox, url: str, client: Any, waiters: int) -> None:
+    """One worker's GetCredentials hangs; ``waiters`` more start once it holds the lease."""
+    sandbox.latency(3.0, operation="GetCredentials", count=1)
+    brokers = [
+        rsauth.Broker(shared_cache=rsauth.RedisCache(url, fleet_key=FLEET_KEY))
+        for _ in range(waiters + 1)
+    ]
+    users: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(broker: rsauth.Broker) -> None:
+        try:
+            users.append(broker.credentials(workgroup=sandbox.workgroup).user)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(broker,)) for broker in brokers]
+    try:
+        threads[0].start()
+        deadline = time.monotonic() + 120  # only guards a hang
+        while not client.keys("rsauth:v1:l:*"):
+            assert time.monotonic() < deadline, "nobody took the lease"
+            time.sleep(0.01)
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for broker in brokers:
+            broker.close()
+    assert not errors
+    assert set(users) == {"IAM:sandbox-admin"}
+    assert get_credentials(sandbox) == 1
+
+
+def test_waiters_subscribe_and_the_holder_wakes_them(
+    sandbox: Sandbox, redis_server: RedisServer
+) -> None:
+    client = redis_server.client()
+    wait_behind_a_slow_fetch(sandbox, redis_server.url, client, waiters=4)
+    commands = client.info("commandstats")
+    # Each waiter subscribed to the lease's channel once, instead of polling the store.
+    assert commands["cmdstat_subscribe"]["calls"] == 4
+    assert commands["cmdstat_publish"]["calls"] >= 1
+
+
+def test_an_acl_without_channels_means_polling(
+    sandbox: Sandbox, redis_binary: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An ACL from before waiters subscribed: SUBSCRIBE and PUBLISH are refused.
+    server = acl_server(
+        redis_binary,
+        "~rsauth:* +get +set +del +pttl +evalsha +script|load +client|setname\n"
+        "user watcher on >fleet-acl-password ~* +keys +info",
+    )
+    try:
+        client = server.client(username="watcher", password="fleet-acl-password")
+        wait_behind_a_slow_fetch(sandbox, acl_url(server), client, waiters=4)
+        # Each waiter asked to subscribe once, was refused, and polled.
+        subscribe = client.info("commandstats")["cmdstat_subscribe"]
+        assert (subscribe["calls"], subscribe["rejected_calls"]) == (0, 4)
+    finally:
+        server.cleanup()
+    # A refusal is an answer: the store was never taken to be down.
+    assert not [r for r in caplog.records if "not answering" in r.getMessage()]
 
 
 def test_debug_lines_hold_no_entry(

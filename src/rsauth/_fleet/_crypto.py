@@ -254,6 +254,53 @@ class FleetKey(Sealer):
             raise EntryRejected("a fleet-key entry carries no wrapped key")
         return self._aead_key
 
+    # A caller entry: which ARN an access key id belongs to, so that one worker per
+    # access key asks STS. Sealed like an entry, its associated data naming the access
+    # key id instead of a binding (a login entry never opens as one, nor one as another's).
+
+    def caller_key(self, access_key: str) -> str:
+        """The store key of ``access_key``'s caller entry (an HMAC: no readable key id)."""
+        return hmac.new(self._index_key, _caller_aad(access_key), hashlib.sha256).hexdigest()
+
+    def seal_caller(self, access_key: str, arn: str) -> bytes:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        header = _HEADER.pack(FORMAT_VERSION, self.mode, 0)
+        nonce = os.urandom(_NONCE)
+        plaintext = json.dumps({"access_key": access_key, "arn": arn}).encode()
+        sealed = AESGCM(self._aead_key).encrypt(nonce, plaintext, header + _caller_aad(access_key))
+        return header + nonce + sealed
+
+    def open_caller(self, access_key: str, blob: bytes) -> str:
+        """The ARN sealed for ``access_key``, or :class:`EntryRejected`."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        header = _HEADER.pack(FORMAT_VERSION, self.mode, 0)
+        if len(blob) < len(header) + _NONCE + _TAG or blob[: len(header)] != header:
+            raise EntryRejected("not a caller entry of this format")
+        nonce, sealed = blob[len(header) : len(header) + _NONCE], blob[len(header) + _NONCE :]
+        try:
+            plaintext = AESGCM(self._aead_key).decrypt(
+                nonce, sealed, header + _caller_aad(access_key)
+            )
+        except InvalidTag:
+            raise EntryRejected("authentication failed") from None
+        try:
+            payload = json.loads(plaintext)
+            arn = payload["arn"]
+            claimed = payload["access_key"]
+        except (ValueError, KeyError, TypeError):
+            raise EntryRejected("malformed") from None
+        if claimed != access_key or not isinstance(arn, str) or not arn.startswith("arn:"):
+            raise EntryRejected("not this access key's")
+        return arn
+
+
+def _caller_aad(access_key: str) -> bytes:
+    # NUL then a tag a binding's canonical JSON (which starts with "{") never begins with.
+    return b"\x00caller:" + access_key.encode()
+
 
 class KmsKey(Sealer):
     """Per-identity data keys from KMS, their encryption context naming the identity.

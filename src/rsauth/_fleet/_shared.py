@@ -7,14 +7,22 @@ calling AWS, a worker:
    very binding, not in its mandatory window, not the login this worker
    already holds or saw refused) is the answer;
 2. else takes the lease (``SET NX PX``) and fetches, publishes the sealed entry
-   (``PX`` = the time the login has left) and releases the lease;
-3. else — another worker holds the lease — polls (1) and (2) until
-   ``wait_seconds`` have passed, then fetches itself. A holder that dies
-   leaves a lease that expires after ``lease_seconds``; the next poll takes it.
+   (``PX`` = the time the login has left), releases the lease and ``PUBLISH``es
+   on the lease's channel;
+3. else — another worker holds the lease — subscribes to that channel, looks at
+   (1) and (2) again, and does so each time a message wakes it (or 1 to 2 s have
+   passed), until ``wait_seconds`` have passed, then fetches itself. A holder
+   that dies leaves a lease that expires after ``lease_seconds``; the next look
+   takes it. A server that refuses the channel: the worker polls instead, with
+   exponential backoff and jitter.
 
 The store down or slow means fetching from AWS as before (see ``_store``).
 Identity: the caller's ARN from STS ``GetCallerIdentity``, asked once per AWS
-access key (so again after a role's credentials refresh).
+access key (so again after a role's credentials refresh). With a fleet key the
+answer is shared too: one worker per access key asks STS (under a lease of its
+own) and seals the ARN in a caller entry whose associated data names the access
+key id; the others open it instead of asking. KMS mode does not share it
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import json
 import logging
 import math
 import os
+import random
 import secrets
 import socket
 import threading
@@ -33,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rsauth._cache import MANDATORY_MAX_SECONDS, Lease
 from rsauth._config import _bool
@@ -47,7 +56,7 @@ from rsauth._fleet._crypto import (
     binding_identity,
     parse_fleet_key,
 )
-from rsauth._fleet._store import Store, StoreUnavailable, redact_url
+from rsauth._fleet._store import Store, StoreUnavailable, Subscription, redact_url
 from rsauth._fork import reset_in_child
 from rsauth._metrics import Figures
 from rsauth._sources import Login
@@ -78,6 +87,11 @@ _SECRET_MIN_LEFT = 0.5
 # The attributes of this tier's figures.
 _SHARED = (("tier", "shared"),)
 _REJECT_WARNING_INTERVAL = 600.0
+# An access key id names one principal for as long as the key lives; the hour only
+# bounds how long the entry of a key no worker uses any more stays in the store.
+_CALLER_TTL_MS = 3_600_000
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -232,6 +246,8 @@ class RedisCache:
         self.jitter = jitter
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
+        # Waiters subscribe to the lease's channel (else poll with backoff and jitter).
+        self._subscribe = True
         self._start()
         reset_in_child(self)
 
@@ -341,7 +357,7 @@ class RedisCache:
         with self._lock:
             arn = self._arns.get(access_key)
         if arn is None:
-            arn = request.caller_arn()
+            arn = self._caller_arn(request, access_key)
             with self._lock:
                 if len(self._arns) > 256:
                     self._arns.clear()
@@ -352,6 +368,44 @@ class RedisCache:
             share_role_sessions=self.share_role_sessions,
         )
 
+    def _caller_arn(self, request: SharedRequest, access_key: str) -> str:
+        """The caller's ARN: from the access key's caller entry when the fleet key sealed
+        one, else from STS once for the fleet (docs/security.md says what this trusts)."""
+        sealer = self._sealer
+        if not isinstance(sealer, FleetKey) or not access_key or not self._store.available():
+            # KMS mode: a caller entry would be trusted across identities; each asks STS.
+            return request.caller_arn()
+        digest = sealer.caller_key(access_key)
+        entry_key = f"{self.prefix}v1:c:{digest}"
+
+        def read() -> str | None:
+            blob = self._store.get(entry_key)
+            if blob is None:
+                return None
+            try:
+                return sealer.open_caller(access_key, blob)
+            except EntryRejected as exc:
+                self._warn_once(
+                    entry_key,
+                    "shared cache: the caller entry of this access key was rejected (%s); "
+                    "asking STS",
+                    exc,
+                )
+                return None
+
+        def publish() -> str:
+            arn = request.caller_arn()
+            with contextlib.suppress(StoreUnavailable):
+                self._store.write(entry_key, sealer.seal_caller(access_key, arn), _CALLER_TTL_MS)
+            return arn
+
+        try:
+            return self._single_flight(
+                f"{self.prefix}v1:cl:{digest}", read, publish, "caller identity", counted=False
+            )
+        except StoreUnavailable:
+            return request.caller_arn()
+
     def _through_store(
         self,
         request: SharedRequest,
@@ -359,40 +413,74 @@ class RedisCache:
         entry_key: str,
         fetch: Callable[[], Lease[Login]],
     ) -> Lease[Login]:
-        lease_key = entry_key.replace(":e:", ":l:", 1)
+        return self._single_flight(
+            entry_key.replace(":e:", ":l:", 1),
+            lambda: self._read(request, binding, entry_key),
+            lambda: self._fetch_and_publish(request, binding, entry_key, fetch),
+            request.describe,
+        )
+
+    def _single_flight(
+        self,
+        lease_key: str,
+        read: Callable[[], _T | None],
+        make: Callable[[], _T],
+        describe: str,
+        counted: bool = True,
+    ) -> _T:
+        """``read()`` when it finds something, else ``make()`` under the lease: one worker
+        of the fleet makes it while the others wait for it (at most ``wait_seconds``).
+        ``counted``: the wait is a login's, reported in the tier's figures."""
         token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         deadline: float | None = None
-        pause = 0.02
-        while True:
-            found = self._read(request, binding, entry_key)
-            if found is not None:
-                return found
-            if self._store.acquire(lease_key, token, int(self.lease_seconds * 1000)):
-                try:
-                    return self._fetch_and_publish(request, binding, entry_key, fetch)
-                finally:
-                    self._release(lease_key, token)
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + self.wait_seconds
-                self._figures.add("cache.waits", _SHARED)
-                logger.debug("shared cache: waiting for another worker's %s", request.describe)
-            if now >= deadline:
-                self._figures.add("cache.wait_timeouts", _SHARED)
-                logger.info(
-                    "shared cache: no %s from the worker fetching it after %.1f s; "
-                    "fetching it here",
-                    request.describe,
-                    self.wait_seconds,
-                )
-                return self._fetch_and_publish(request, binding, entry_key, fetch)
-            time.sleep(min(pause, deadline - now))
-            pause = min(pause * 1.5, 0.25)
+        subscription: Subscription | None = None
+        pause = 0.0
+        try:
+            while True:
+                found = read()
+                if found is not None:
+                    return found
+                if self._store.acquire(lease_key, token, int(self.lease_seconds * 1000)):
+                    try:
+                        return make()
+                    finally:
+                        self._release(lease_key, token)
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.wait_seconds
+                    if counted:
+                        self._figures.add("cache.waits", _SHARED)
+                    logger.debug("shared cache: waiting for another worker's %s", describe)
+                    if self._subscribe:
+                        subscription = self._store.subscribe(lease_key)
+                    if subscription is not None:
+                        continue  # Look again: the holder may have published meanwhile.
+                if now >= deadline:
+                    if counted:
+                        self._figures.add("cache.wait_timeouts", _SHARED)
+                    logger.info(
+                        "shared cache: no %s from the worker fetching it after %.1f s; "
+                        "fetching it here",
+                        describe,
+                        self.wait_seconds,
+                    )
+                    return make()
+                pause = _next_pause(pause, subscribed=subscription is not None)
+                if subscription is not None:
+                    subscription.wait(min(pause, deadline - now))
+                else:
+                    time.sleep(min(pause, deadline - now))
+        finally:
+            if subscription is not None:
+                subscription.close()
 
     def _release(self, lease_key: str, token: str) -> None:
-        # A lease that cannot be released expires on its own.
+        # A lease that cannot be released expires on its own. The lease's channel wakes
+        # the workers waiting for what its holder made (or failed to make: one of them
+        # takes the lease at once).
         with contextlib.suppress(StoreUnavailable):
             self._store.delete_if(lease_key, token)
+            self._store.publish(lease_key)
 
     def _fetch_and_publish(
         self,
@@ -532,6 +620,21 @@ class RedisCache:
                 self._reject_warned.clear()
             self._reject_warned[topic] = now
         logger.warning(message, *args)
+
+
+def _next_pause(pause: float, *, subscribed: bool) -> float:
+    """How long a waiter waits before looking at the store again.
+
+    Subscribed, a publish on the lease's channel wakes it: the pause only bounds how late
+    it notices a holder that died (its lease lapses after ``lease_seconds``), 1 to 2 s.
+    Polling (the server refused the subscription): a ceiling doubling from 50 ms up to
+    1 s, each pause drawn from the upper half of its ceiling so waiters that started
+    together do not poll together.
+    """
+    if subscribed:
+        return random.uniform(1.0, 2.0)  # noqa: S311 - jitter, not a secret
+    ceiling = min(1.0, max(0.05, 2 * pause))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
 
 
 def shared_cache_from_environ(environ: Mapping[str, str]) -> RedisCache | None:

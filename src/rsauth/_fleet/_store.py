@@ -10,6 +10,7 @@ after ``WARNING_INTERVAL`` seconds), and at INFO when it answers again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -20,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from rsauth._errors import ConfigurationError
 
-__all__ = ["SCHEMES", "Store", "StoreUnavailable", "redact_url"]
+__all__ = ["SCHEMES", "Store", "StoreUnavailable", "Subscription", "redact_url"]
 
 logger = logging.getLogger("rsauth")
 
@@ -39,6 +40,26 @@ return 0
 
 class StoreUnavailable(Exception):
     """Internal: the store did not answer; the caller goes to AWS itself."""
+
+
+class Subscription:
+    """One pub/sub connection, listening to one channel until closed."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    def wait(self, seconds: float) -> bool:
+        """True when a message came within ``seconds``; False on none, or on any error
+        (the caller looks at the store again either way, and notices if it is down)."""
+        try:
+            message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
+        except Exception:
+            return False
+        return message is not None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pubsub.close()
 
 
 def redact_url(url: str) -> str:
@@ -213,6 +234,49 @@ class Store:
     def delete(self, *keys: str) -> int:
         """Delete ``keys``, one ``DEL`` each (cluster mode: keys may live on different slots)."""
         return sum(int(self._run(lambda client, key=key: client.delete(key))) for key in keys)
+
+    def get(self, key: str) -> bytes | None:
+        value = self._run(lambda client: client.get(key))
+        return None if value is None else bytes(value)
+
+    def publish(self, channel: str) -> None:
+        """Tell the workers subscribed to ``channel`` to look again."""
+        from redis.exceptions import ResponseError
+
+        def publish(client: Any) -> None:
+            # NOPERM (an ACL user without the channel) is an answer: waiters then poll.
+            with contextlib.suppress(ResponseError):
+                client.publish(channel, b"1")
+
+        self._run(publish)
+
+    def subscribe(self, channel: str) -> Subscription | None:
+        """A subscription to ``channel`` the server has confirmed, so nothing published
+        after this returns is missed; None when the server refuses it (an ACL user without
+        that channel): the caller polls instead."""
+        from redis.exceptions import ResponseError
+
+        pubsub: Any = None
+
+        def subscribe(client: Any) -> Any:
+            nonlocal pubsub
+            pubsub = client.pubsub()
+            try:
+                pubsub.subscribe(channel)
+                return pubsub.get_message(timeout=self._timeout)
+            except ResponseError:
+                return None  # NOPERM: an answer, not a store down
+
+        try:
+            confirmed = self._run(subscribe)
+        except StoreUnavailable:
+            if pubsub is not None:
+                pubsub.close()
+            raise
+        if not isinstance(confirmed, dict) or confirmed.get("type") != "subscribe":
+            pubsub.close()
+            return None
+        return Subscription(pubsub)
 
     def holder(self, key: str) -> str | None:
         value = self._run(lambda client: client.get(key))
