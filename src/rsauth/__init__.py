@@ -23,6 +23,7 @@ from rsauth._fleet import RedisCache
 from rsauth._redact import protect_botocore_logs as _protect_botocore_logs
 
 __version__ = "0.1.0.dev0"
+"""The installed version of rsauth."""
 
 __all__ = [
     "AccessDeniedError",
