@@ -7,10 +7,12 @@ the links between pages, the docstrings of the public names and the CLI referenc
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -27,6 +29,7 @@ from rsauth.sandbox import Sandbox
 from rsauth.sandbox._server import _AWS_SERVICES
 from tests import conftest
 from tests._iam import allow, make_role, trust
+from tests.fleet.conftest import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -134,6 +137,9 @@ def _set_up(sb: Sandbox) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="incoming/sales/2024-06-02.csv", Body=SALES_CSV.encode())
+    kms = boto3.client("kms")
+    kms.create_alias(AliasName="alias/rsauth-fleet",
+                     TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
     admin_role = make_role("RedshiftAdmin")
     with rsauth.Broker() as broker:
         broker.connect(workgroup=WORKGROUP, role_arn=admin_role).close()
@@ -193,26 +199,53 @@ DOCTEST_PAGES = [page for page in PAGES if _blocks(page, "pycon")]
 
 
 @pytest.mark.parametrize("page", DOCTEST_PAGES, ids=_page_id)
-def test_the_doctests_run(page: Path, docs_sandbox: Sandbox) -> None:
-    """Each page's pycon blocks in order, one namespace per page, as a reader runs them."""
-    parser = doctest.DocTestParser()
+def test_the_doctests_run(
+    page: Path, docs_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each page's pycon blocks in order, one namespace per page, as a reader runs them:
+    in a process of its own, whose boto3 default session (and its credentials) is new."""
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
     report: list[str] = []
     names: dict[str, object] = {}
-    with _Environment(docs_sandbox.env), warnings.catch_warnings():
+    env = dict(docs_sandbox.env)
+    with contextlib.ExitStack() as stack:
+        if page.name == "fleet.md":  # fleet mode's examples meet a real Redis
+            binary = shutil.which("redis-server")
+            if binary is None:
+                pytest.skip("redis-server is not installed (make test provides it)")
+            redis = RedisServer(binary).start()
+            stack.callback(redis.cleanup)
+            env["REDIS_URL"] = redis.url
+        _run_doctests(page, env, runner, report, names)
+    assert runner.failures == 0, "".join(report)
+
+
+def _run_doctests(
+    page: Path, env: dict[str, str], runner: doctest.DocTestRunner, report: list[str],
+    names: dict[str, object],
+) -> None:
+    parser = doctest.DocTestParser()
+    with _Environment(env), warnings.catch_warnings():
         # pandas warns that it tests only SQLAlchemy and sqlite3 connections; the docs
         # say so, and the query runs.
         warnings.filterwarnings(
             "ignore", "pandas only supports SQLAlchemy connectable", UserWarning
         )
-        for line, block in _blocks(page, "pycon"):
-            test = parser.get_doctest(block, names, f"{_page_id(page)}:{line}", str(page),
-                                      line - 1)
-            runner.run(test, out=report.append, clear_globs=False)
-            names = test.globs  # the next block goes on where this one ended
-    assert runner.failures == 0, "".join(report)
+        try:
+            for line, block in _blocks(page, "pycon"):
+                test = parser.get_doctest(block, names, f"{_page_id(page)}:{line}", str(page),
+                                          line - 1)
+                runner.run(test, out=report.append, clear_globs=False)
+                names = test.globs  # the next block goes on where this one ended
+        finally:
+            # A sandbox a page starts is stopped even when an example before its stop()
+            # failed (stop() again does nothing).
+            for value in names.values():
+                if isinstance(value, Sandbox):
+                    value.stop()
 
 
 # -- the policies and the sandbox's variables ----------------------------------------------
