@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import doctest
+import importlib.util
 import json
 import os
 import re
@@ -18,10 +19,12 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from markdown.extensions.toc import slugify
+from mkdocs.exceptions import PluginError
 
 import rsauth
 from rsauth._policies import Target, assume_role_policy, login_policy, trust_policy
@@ -313,3 +316,55 @@ def test_the_readme_links_lead_somewhere() -> None:
         assert page.exists(), f"README.md links to {target}, which does not exist"
         if anchor:
             assert anchor in _anchors(page), f"README.md links to {target}: no such heading"
+
+
+# -- the build's own checks (docs/hooks.py), which make docs runs --------------------------
+
+
+def _hooks() -> Any:
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_public_name_has_a_docstring_and_a_place_in_the_reference() -> None:
+    hooks = _hooks()
+    assert hooks.undocumented() == []
+    assert hooks.unreferenced_modules() == []
+
+
+def test_the_docstring_check_finds_what_is_missing(tmp_path: Path) -> None:
+    package = tmp_path / "rsauth"
+    (package / "tools").mkdir(parents=True)
+    (package / "_private").mkdir()
+    (package / "__init__.py").write_text(
+        '"""A package."""\n__all__ = ["Thing", "LIMIT", "helper"]\n'
+        'LIMIT = 3\n"""How many."""\n'
+        "def helper() -> None:\n    pass\n"
+        'class Thing:\n    """A thing."""\n'
+        "    def run(self) -> None:\n        pass\n"
+        "    def _inner(self) -> None:\n        pass\n"
+        "    @property\n    def size(self) -> int:\n        return 1\n"
+    )
+    (package / "tools" / "__init__.py").write_text('__all__ = ["x"]\nx = 1\n')
+    (package / "_private" / "__init__.py").write_text('__all__ = ["y"]\ny = 1\n')
+    assert sorted(_hooks().undocumented(tmp_path)) == [
+        "rsauth.Thing.run", "rsauth.Thing.size", "rsauth.helper", "rsauth.tools",
+        "rsauth.tools.x",
+    ]
+
+
+def test_the_cli_reference_is_each_commands_help() -> None:
+    hooks = _hooks()
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    rendered = hooks.render_cli_help(page)
+    for command in hooks.commands():
+        assert f"$ {command} --help\n{hooks.command_help(command)}\n```" in rendered
+    assert "usage: rsauth copy" in hooks.command_help("rsauth copy")
+    assert "usage: rsauth sandbox" in hooks.command_help("rsauth sandbox")
+    without_copy = page.replace("<!-- help: rsauth copy -->\n", "")
+    with pytest.raises(PluginError, match="no help marker for: rsauth copy"):
+        hooks.render_cli_help(without_copy)
