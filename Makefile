@@ -56,8 +56,9 @@ test: $(STAMP) parts
 
 # The docs site into site/, offline, every warning an error: a broken link or anchor, a
 # public name without a docstring, a command missing from the CLI reference
-# (docs/testing.md, "The docs"). NO_MKDOCS_2_WARNING: the theme's end-of-life notice.
-MKDOCS := NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/mkdocs build --strict --quiet
+# (docs/testing.md, "The docs"). NO_MKDOCS_2_WARNING: the theme's end-of-life notice. No
+# --quiet: it drops the warnings before --strict counts them.
+MKDOCS := NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/mkdocs build --strict
 docs: $(STAMP)
 	$(MKDOCS)
 

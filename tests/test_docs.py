@@ -368,3 +368,42 @@ def test_the_cli_reference_is_each_commands_help() -> None:
     without_copy = page.replace("<!-- help: rsauth copy -->\n", "")
     with pytest.raises(PluginError, match="no help marker for: rsauth copy"):
         hooks.render_cli_help(without_copy)
+
+
+def _make_docs_command() -> str:
+    """The command ``make docs`` runs, as the Makefile spells it, with this venv's bin."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    command = re.search(r"^MKDOCS := (.+)$", makefile, re.M)
+    assert command is not None
+    return command[1].replace("$(BIN)", str(Path(sys.executable).parent))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "old", "new", "complaint"),
+    [
+        ("docs/fleet.md", "](caching.md)", "](cachin.md)", "'cachin.md', but the target"),
+        ("docs/sandbox.md", "login-methods.md#the-minimal-iam-policy-for-each-method",
+         "login-methods.md#no-such-heading", "does not contain an anchor '#no-such-heading'"),
+        ("src/rsauth/sandbox/__init__.py", '"""Undo :meth:`deny` for an identity."""', "",
+         "public names without a docstring: rsauth.sandbox.Sandbox.allow"),
+    ],
+    ids=["link", "anchor", "docstring"],
+)
+def test_make_docs_fails_on_a_broken_link_or_a_missing_docstring(
+    tmp_path: Path, path: str, old: str, new: str, complaint: str
+) -> None:
+    """The Makefile's own command on a copy of the docs and the source with one fault
+    fails, naming that fault (the unbroken build is make docs itself)."""
+    for part in ("docs", "src"):
+        shutil.copytree(ROOT / part, tmp_path / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path)
+    broken = tmp_path / path
+    text = broken.read_text(encoding="utf-8")
+    assert old in text
+    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
+    failed = subprocess.run(["sh", "-c", _make_docs_command()], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=240, check=False)
+    assert failed.returncode != 0
+    assert complaint in failed.stderr
