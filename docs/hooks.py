@@ -5,6 +5,7 @@
   properties of the classes among them. Read statically with griffe, as mkdocstrings
   reads them, so a constant's docstring (the string under its assignment) counts.
 - Every public module is in the API reference (``docs/api.md``).
+- The site's front page (``docs/index.md``) is the README, so the two never differ.
 - The CLI reference is the parsers' own ``--help``: ``docs/cli.md`` holds a marker
   ``<!-- help: rsauth COMMAND -->`` per command, replaced at build time by that command's
   help, and a command without a marker fails the build.
@@ -125,8 +126,15 @@ def on_config(config: Any) -> Any:
     return config
 
 
+def front_page() -> str:
+    """The README, its links into docs/ made relative to the site."""
+    return (ROOT / "README.md").read_text(encoding="utf-8").replace("](docs/", "](")
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
-    """Render the CLI reference from the parsers."""
+    """The front page is the README; the CLI reference is rendered from the parsers."""
+    if page.file.src_uri == "index.md":
+        return front_page()
     if page.file.src_uri == CLI_PAGE:
         return render_cli_help(markdown)
     return markdown
