@@ -398,7 +398,8 @@ def test_make_docs_fails_on_a_broken_link_or_a_missing_docstring(
     for part in ("docs", "src"):
         shutil.copytree(ROOT / part, tmp_path / part,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "mkdocs.yml", tmp_path)
+    for name in ("mkdocs.yml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path)
     broken = tmp_path / path
     text = broken.read_text(encoding="utf-8")
     assert old in text
