@@ -395,7 +395,7 @@ def test_make_docs_fails_on_a_broken_link_or_a_missing_docstring(
 ) -> None:
     """The Makefile's own command on a copy of the docs and the source with one fault
     fails, naming that fault (the unbroken build is make docs itself)."""
-    for part in ("docs", "src"):
+    for part in ("docs", "src", "examples"):
         shutil.copytree(ROOT / part, tmp_path / part,
                         ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("mkdocs.yml", "README.md"):
