@@ -190,11 +190,15 @@ def docs_sandbox() -> Iterator[Sandbox]:
     shared one, whose tests count its workgroups."""
     with Sandbox(seed=22) as sb:
         conftest._STARTED.append(sb)
+        # boto3's default session keeps the credentials it first found: an earlier test's.
+        earlier = boto3.DEFAULT_SESSION
+        boto3.DEFAULT_SESSION = None
         try:
             with _Environment(sb.env):
                 _set_up(sb)
             yield sb
         finally:
+            boto3.DEFAULT_SESSION = earlier
             conftest._STARTED.remove(sb)
 
 
