@@ -82,6 +82,7 @@ def platform_setup(sandbox: Sandbox) -> str:
     return role
 
 
+# --8<-- [start:job]
 def job(workgroup: str, role_arn: str) -> None:
     """Part 2: the ETL job."""
     s3 = boto3.client("s3")
@@ -123,6 +124,7 @@ def job(workgroup: str, role_arn: str) -> None:
     for url in result.files or ():
         bucket, _, key = url.removeprefix("s3://").partition("/")
         print(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode(), end="")
+# --8<-- [end:job]
 
 
 def main() -> None:

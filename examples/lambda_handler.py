@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+# --8<-- [start:handler]
 import rsauth
 
 # Seconds kept back from the invocation's remaining time for returning the answer.
@@ -43,6 +44,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     assert row is not None  # "select" always answers one row
     user, database = row
     return {"user": user, "database": database}
+# --8<-- [end:handler]
 
 
 class _Context:

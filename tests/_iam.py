@@ -15,7 +15,7 @@ import boto3
 ACCOUNT = "123456789012"
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"
 
-# What rsauth's `iam` login does as the role: the README's minimal policy.
+# What rsauth's `iam` login does as the role: the documented minimal policy (docs/login-methods.md).
 LOGIN_ACTIONS = ("redshift-serverless:GetWorkgroup", "redshift-serverless:GetCredentials")
 WORKGROUPS = f"arn:aws:redshift-serverless:*:{ACCOUNT}:workgroup/*"
 

@@ -27,6 +27,7 @@ if _typing.TYPE_CHECKING:
     from rsauth._fleet import RedisCache
 
 __version__ = "0.1.0.dev0"
+"""The installed version of rsauth."""
 
 __all__ = [
     "AccessDeniedError",

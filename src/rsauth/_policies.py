@@ -1,6 +1,6 @@
 """The least IAM policy each way of logging in needs, written once.
 
-The README's policies and the tests that log in under exactly these policies
+The policies of docs/login-methods.md and the tests that log in under exactly these policies
 (through the sandbox, which evaluates them as IAM does) both come from here,
 so the documented policy is the tested one.
 

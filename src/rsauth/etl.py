@@ -71,6 +71,7 @@ __all__ = [
 logger = logging.getLogger("rsauth")
 
 FORMATS: Final = ("csv", "json", "parquet")
+"""The data formats ``copy`` and ``unload`` write: ``format=`` takes one of these."""
 
 # --------------------------------------------------------------------------- the option table
 
@@ -133,6 +134,7 @@ OPTIONS: Final[Mapping[str, Option]] = {
     "row_group_size": Option("ROWGROUPSIZE", "size", _NONE, frozenset({"parquet"})),
     "region": Option("REGION", "region", _ALL, _ALL),
 }
+"""Every option ``copy`` and ``unload`` take, by keyword argument name."""
 
 # Options that would write an AWS secret into the statement.
 _REFUSED: Final = frozenset(

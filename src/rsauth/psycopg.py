@@ -87,7 +87,9 @@ A = TypeVar("A", bound="psycopg.AsyncConnection[Any]")
 # Pool defaults: a connection is replaced after an hour and closed after five idle minutes
 # (beyond min_size, which is 0: an idle pool holds no sessions).
 MAX_LIFETIME = 3600.0
+"""Seconds a pooled connection lives before the pool replaces it (``max_lifetime``)."""
 MAX_IDLE = 300.0
+"""Seconds an idle pooled connection above ``min_size`` is kept (``max_idle``)."""
 
 # libpq's connection keywords (``PQconndefaults``) and psycopg's own connect() parameters.
 _LIBPQ_KEYWORDS = frozenset(

@@ -40,6 +40,7 @@ __all__ = ["DIALECT", "create_engine"]
 
 # sqlalchemy-redshift's dialect for the redshift_connector driver.
 DIALECT = "redshift+redshift_connector"
+"""The URL scheme of the engines ``create_engine`` makes."""
 
 _OWN = frozenset({"creator", "url", "async_creator"})
 

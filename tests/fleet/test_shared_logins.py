@@ -47,7 +47,8 @@ def workers(redis_server: RedisServer) -> Iterator[list[tuple[Broker, Aws]]]:
             shared_cache=RedisCache(redis_server.url, fleet_key=FLEET_KEY, jitter=0.0),
         )
         aws = Aws(broker, clock)
-        aws.caller()  # a login is shared per caller: each worker asks who it is
+        if not made:  # one worker per access key asks STS who it is; the other reads it
+            aws.caller()
         made.append((broker, aws))
     yield made
     for broker, _ in made:

@@ -727,7 +727,7 @@ def test_sharing_across_sessions_of_a_role_is_an_opt_in(
 def test_the_documented_fleet_kms_policy_is_exactly_enough(
     sandbox: Sandbox, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An identity holding exactly the README's fleet-mode policy (rendered by
+    """An identity holding exactly the documented fleet-mode policy (rendered by
     rsauth._policies) seals its entry in the store; without kms:GenerateDataKey it still
     logs in (the store never breaks a connect) but says at WARNING which action KMS
     refused, and nothing is shared."""

@@ -1,8 +1,8 @@
 """The documented minimal IAM policy for each method is enough, and nothing less is.
 
 Each identity here is made through the sandbox's IAM API with exactly the policy
-``rsauth._policies`` renders (the README's policies come from the same place,
-tests/test_readme.py), and the sandbox evaluates it as AWS does (docs/sandbox.md).
+``rsauth._policies`` renders (docs/login-methods.md shows the same, checked by
+tests/test_docs.py), and the sandbox evaluates it as AWS does (docs/sandbox.md).
 Then each action is taken out in turn: the same call must fail with an
 ``AccessDeniedError`` that names the missing action.
 """

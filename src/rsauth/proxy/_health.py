@@ -46,6 +46,7 @@ class HealthServer:
         self._thread: threading.Thread | None = None
 
     def answer(self, path: str) -> tuple[int, str, str]:
+        """Status, body and content type of ``/liveness``, ``/readiness`` or ``/metrics``."""
         text = "text/plain; charset=utf-8"
         if path == "/liveness":
             return 200, "ok\n", text
@@ -60,6 +61,7 @@ class HealthServer:
         return 404, "not found: /liveness, /readiness, /metrics\n", text
 
     def start(self) -> HealthServer:
+        """Serve in a daemon thread; returns itself."""
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="rsauth-proxy-health", daemon=True
         )
@@ -67,6 +69,7 @@ class HealthServer:
         return self
 
     def close(self) -> None:
+        """Stop serving and release the port."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(10)

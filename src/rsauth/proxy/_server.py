@@ -89,6 +89,7 @@ __all__ = ["DEFAULT_PORT", "Proxy", "SessionRecord"]
 log = logging.getLogger("rsauth.proxy")
 
 DEFAULT_PORT = 5439
+"""The port the proxy listens on when none is given (Redshift's own)."""
 _INT32 = struct.Struct("!i")
 _KEY = struct.Struct("!ii")
 _CLOSE_GRACE = 1.0
@@ -123,6 +124,7 @@ class SessionRecord:
     error: str | None = None
 
     def line(self) -> str:
+        """The record as the log line the proxy writes when the session ends."""
         as_user = f" as {self.user}" if self.user else ""
         client = f" ({self.client_user!r})" if self.client_user else ""
         head = f"session {self.who}{client}{as_user} database {self.database or '-'}"
@@ -284,6 +286,7 @@ class Proxy:
         return self._ready.is_set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for :attr:`ready`; returns whether it is."""
         return self._ready.wait(timeout)
 
     @property
@@ -309,6 +312,7 @@ class Proxy:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> Proxy:
+        """Listen and serve in a thread of its own; returns itself."""
         if self._thread is not None:
             raise RuntimeError("the proxy is already started")
         try:

@@ -55,6 +55,7 @@ class Sandbox:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> Sandbox:
+        """Start the sandbox in a child process and wait until it serves; returns itself."""
         if self._process is not None:
             return self
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in stop()
@@ -86,6 +87,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        """Stop the sandbox and remove its temporary directory; does nothing when stopped."""
         process, self._process = self._process, None
         if process is not None:
             with contextlib.suppress(OSError):
@@ -131,30 +133,37 @@ class Sandbox:
 
     @property
     def host(self) -> str:
+        """The workgroup endpoint's host name (``localhost``)."""
         return str(self._fact("host"))
 
     @property
     def port(self) -> int:
+        """The port of the default workgroup's wire front."""
         return int(self._fact("port"))
 
     @property
     def workgroup(self) -> str:
+        """The default workgroup's name (``default-workgroup``)."""
         return str(self._fact("workgroup"))
 
     @property
     def namespace(self) -> str:
+        """The default namespace's name (``default-namespace``)."""
         return str(self._fact("namespace"))
 
     @property
     def database(self) -> str:
+        """The default namespace's database (``dev``)."""
         return str(self._fact("database"))
 
     @property
     def region(self) -> str:
+        """The region every endpoint answers for (``us-east-1``)."""
         return str(self._fact("region"))
 
     @property
     def account_id(self) -> str:
+        """The account every resource belongs to (``123456789012``)."""
         return str(self._fact("account_id"))
 
     @property
@@ -164,10 +173,12 @@ class Sandbox:
 
     @property
     def aws_url(self) -> str:
+        """The one HTTP endpoint of every AWS service the sandbox runs."""
         return str(self._fact("aws_url"))
 
     @property
     def pid(self) -> int | None:
+        """The child process's id while the sandbox runs, else ``None``."""
         return self._process.pid if self._process is not None else None
 
     def _fact(self, name: str) -> Any:
@@ -197,6 +208,7 @@ class Sandbox:
         return result
 
     def reset_calls(self) -> None:
+        """Zero the counts of AWS calls :meth:`calls` returns."""
         self._call("reset_calls")
 
     def issued_passwords(self) -> list[dict[str, Any]]:
@@ -261,6 +273,7 @@ class Sandbox:
         self._call("deny", identity=identity)
 
     def allow(self, identity: str) -> None:
+        """Undo :meth:`deny` for an identity."""
         self._call("allow", identity=identity)
 
     def unavailable(self, seconds: float) -> None:

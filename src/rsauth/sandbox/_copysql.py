@@ -463,7 +463,10 @@ _COPY_IGNORED_FLAGS = frozenset(
 _COPY_IGNORED_VALUES = frozenset(
     {"dateformat", "timeformat", "region", "encoding", "maxerror", "comprows", "readratio"}
 )
-_UNSUPPORTED = "the sandbox does not support {what} (rsauth.sandbox: see README, COPY and UNLOAD)"
+_UNSUPPORTED = (
+    "the sandbox does not support {what} (rsauth.sandbox: see docs/sandbox.md, COPY and "
+    "UNLOAD statements)"
+)
 
 
 def _unsupported(what: str) -> SqlError:
