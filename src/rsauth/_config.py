@@ -384,6 +384,8 @@ def environ_seen(environ: Mapping[str, str]) -> tuple[Any, ...]:
     if isinstance(environ, ProcessEnviron):
         return environ.snapshot(CALL_ENVIRON)
     return tuple([environ.get(name) for name in CALL_ENVIRON])
+
+
 # Recent resolutions, keyed by the arguments and the environment they read: resolving
 # is pure, and a service calling connect() with the same arguments repeats it.
 _RESOLVED: LRUCache[tuple[Any, ...], Options] = LRUCache(maxsize=256)
