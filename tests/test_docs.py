@@ -287,6 +287,7 @@ DOCUMENTED_POLICIES = {
     ),
     "etl": login_policy("iam", EXAMPLE, etl=True),
     "fleet-kms": login_policy("iam", EXAMPLE, fleet_kms_key_arn=EXAMPLE_KEY),
+    "lambda-iam": login_policy("iam", EXAMPLE),
 }
 _POLICY_BLOCK = re.compile(r"<!-- policy: ([a-z-]+) -->\n```json\n(.*?)\n```", re.S)
 
