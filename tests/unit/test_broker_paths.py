@@ -105,6 +105,22 @@ def app_secret(aws: Aws, password: str, version: str, stage: str = "AWSCURRENT")
 # -- secrets ------------------------------------------------------------------
 
 
+
+def ops_workgroup(aws: Aws) -> None:
+    """GetWorkgroup answers a second workgroup, ``ops``, in its own namespace ``ops-ns``."""
+    aws.rs.add_response(
+        "get_workgroup",
+        {
+            "workgroup": {
+                "workgroupName": "ops",
+                "namespaceName": "ops-ns",
+                "status": "AVAILABLE",
+                "endpoint": {"address": "ops." + ENDPOINT.partition(".")[2], "port": 5439},
+            }
+        },
+        {"workgroupName": "ops"},
+    )
+
 def test_a_secret_is_read_again_after_its_refresh_interval_however_often_it_is_used(
     make_broker: MakeBroker, driver: FakeDriver, clock: FakeClock
 ) -> None:
@@ -222,18 +238,7 @@ def test_each_workgroup_reads_its_own_namespaces_admin_secret(
     aws.workgroup()
     aws.namespace()
     aws.secret("pw-sales", "a")
-    aws.rs.add_response(
-        "get_workgroup",
-        {
-            "workgroup": {
-                "workgroupName": "ops",
-                "namespaceName": "ops-ns",
-                "status": "AVAILABLE",
-                "endpoint": {"address": "ops." + ENDPOINT.partition(".")[2], "port": 5439},
-            }
-        },
-        {"workgroupName": "ops"},
-    )
+    ops_workgroup(aws)
     aws.rs.add_response(
         "get_namespace",
         {"namespace": {"namespaceName": "ops-ns", "adminPasswordSecretArn": other_secret}},
@@ -758,18 +763,7 @@ def test_namespace_roles_are_cached_like_the_endpoint_and_fresh_asks_again(
     namespace([])
     assert broker.namespace_roles(workgroup="analytics", fresh=True).roles == ()
     # Another workgroup's namespace has its own roles.
-    aws.rs.add_response(
-        "get_workgroup",
-        {
-            "workgroup": {
-                "workgroupName": "ops",
-                "namespaceName": "ops-ns",
-                "status": "AVAILABLE",
-                "endpoint": {"address": "ops." + ENDPOINT.partition(".")[2], "port": 5439},
-            }
-        },
-        {"workgroupName": "ops"},
-    )
+    ops_workgroup(aws)
     aws.rs.add_response(
         "get_namespace", {"namespace": {"namespaceName": "ops-ns"}}, {"namespaceName": "ops-ns"}
     )
