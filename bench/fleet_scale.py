@@ -181,6 +181,9 @@ def _steady(spec: dict[str, Any], index: int, stop_at: float) -> dict[str, Any]:
         stats = broker.stats()
         summary["login_retries"] = summary.get("login_retries", 0) + stats["login.retries"]
         summary["refreshes"] = summary.get("refreshes", 0) + stats["cache.refreshes"]
+        # Where the fetches came from: the shared tier's misses and its waits that ran out.
+        for name in ("cache.shared.misses", "cache.shared.waits", "cache.shared.wait_timeouts"):
+            summary[name] = summary.get(name, 0) + stats.get(name, 0)
         broker.close()
         if shared is not None:
             shared.close()
@@ -303,6 +306,8 @@ def run_phase(
         # Refused logins retried (a login that expired on the way to the database).
         figures["login_retries"] = sum(s.get("login_retries", 0) for s in found)
         figures["in_process_refreshes"] = sum(s.get("refreshes", 0) for s in found)
+        for name in ("cache.shared.misses", "cache.shared.waits", "cache.shared.wait_timeouts"):
+            figures[name] = sum(s.get(name, 0) for s in found)
         failed = [f for s in found for f in s["failed"]]
         figures["failed"] = len(failed)
         figures["failures_sample"] = failed[:5]
