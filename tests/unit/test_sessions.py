@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import boto3
@@ -88,3 +91,43 @@ def test_role_session_uses_refreshable_assume_role_with_db_roles_tag(
     assert captured[0]["Tags"] == [{"Key": DB_ROLES_TAG, "Value": "analyst:etl"}]
     assert calls.count("sts.AssumeRole") == 1
     assert calls.count("sts.GetCallerIdentity") == 2
+
+
+# Registered before rsauth is imported, so it runs after rsauth's own exit handler (atexit
+# runs handlers last in, first out): it sees what rsauth left for the interpreter's teardown.
+_EXIT_CHECK = """
+import atexit, gc, weakref
+
+def check():
+    gc.collect()
+    print("client", "alive" if client_ref() is not None else "released")
+    print("session", "alive" if session_ref() is not None else "released")
+    print("usable", sessions.redshift_serverless(key).meta.region_name)
+
+atexit.register(check)
+
+import boto3
+from rsauth._sessions import SessionKey, Sessions
+
+sessions = Sessions(None)
+key = SessionKey(None, "us-east-1", None, ())
+client = sessions.redshift_serverless(key)
+client_ref = weakref.ref(client)
+session_ref = weakref.ref(sessions.profile_session(None))
+del client
+"""
+
+
+def test_sessions_and_clients_are_released_before_the_interpreter_tears_down() -> None:
+    # A boto3 session's parsed endpoint and model data, still alive at teardown, is walked
+    # by each of its garbage collections; released at exit, it is freed before them.
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDUNITTEST", "AWS_SECRET_ACCESS_KEY": "x"}
+    result = subprocess.run(
+        [sys.executable, "-c", _EXIT_CHECK], env=env, capture_output=True, text=True,
+        check=True, timeout=120,
+    )
+    assert result.stdout.split("\n")[:3] == [
+        "client released",
+        "session released",
+        "usable us-east-1",
+    ], result.stderr
