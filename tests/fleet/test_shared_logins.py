@@ -121,3 +121,35 @@ def test_a_secret_one_worker_read_serves_the_other_without_aws(
     second_aws.done()
     assert first.stats()["secretsmanager.GetSecretValue"] == 1
     assert "secretsmanager.GetSecretValue" not in second.stats()
+
+
+def test_a_worker_that_looked_just_before_another_published_takes_that_login(
+    workers: list[tuple[Broker, Aws]], driver: FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race a busy fleet runs every refresh: a worker finds the store's login no newer
+    # than its own, and before it takes the lease another worker fetches, publishes and
+    # releases. The lease is free, but the store has the fresh login: no second fetch.
+    (first, first_aws), (second, second_aws) = workers
+    first_aws.credentials("pw-1")
+    first_aws.workgroup()
+    second_aws.workgroup()
+    first.credentials(workgroup="analytics")
+    second.credentials(workgroup="analytics")
+    clock = first._clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(650)  # both are in the advisory window of the 900 s login
+    first_aws.credentials("pw-2")
+    assert second._shared is not None
+    store = second._shared._store
+    acquire = store.acquire
+
+    def another_worker_first(*args: Any) -> bool:
+        monkeypatch.setattr(store, "acquire", acquire)
+        assert first.credentials(workgroup="analytics").password == "pw-2"
+        return bool(acquire(*args))
+
+    monkeypatch.setattr(store, "acquire", another_worker_first)
+    assert second.credentials(workgroup="analytics").password == "pw-2"
+    first_aws.done()
+    second_aws.done()
+    assert "redshift-serverless.GetCredentials" not in second.stats()

@@ -442,6 +442,11 @@ class RedisCache:
                     return found
                 if self._store.acquire(lease_key, token, int(self.lease_seconds * 1000)):
                     try:
+                        # Another worker may have made it, published it and released the
+                        # lease between the look above and this lease: look once more.
+                        found = read()
+                        if found is not None:
+                            return found
                         return make()
                     finally:
                         self._release(lease_key, token)
