@@ -5,8 +5,13 @@ integers bumped where the event happens (a login fetched, an AWS error, a wait f
 another worker), read by ``Broker.stats()``. A cache hit adds nothing to that: the
 cache counts its own hits, and a Figures reads the cache's count when asked.
 
-OpenTelemetry gets the same numbers at collection time. The first Figures made in a
-process creates rsauth's instruments on ``metrics.get_meter("rsauth")``: observable
+OpenTelemetry gets the same numbers at collection time. rsauth never imports
+OpenTelemetry itself: an application that exports metrics has imported its API (the SDK
+and every exporter import ``opentelemetry.metrics``), and one that has not would pay
+about 10 ms on its first connect for nothing (the API is often installed as some other
+package's dependency). The first Figures made, or the first event counted, once
+``opentelemetry.metrics`` is in ``sys.modules`` creates rsauth's instruments on
+``metrics.get_meter("rsauth")``: observable
 counters and an observable gauge, whose callbacks sum the figures of every live
 Figures and of those gone (so no counter goes down when a Broker is dropped), and one
 histogram, the connect latency, recorded once per connect. Until the application sets
@@ -17,7 +22,9 @@ and ``on_set_meter_provider`` passes them the provider; ``_ProxyMeter.on_set_met
 calls ``on_meter_set`` of each proxy instrument, and ``_internal/instrument.py``
 ``_ProxyObservableCounter._create_real_instrument`` makes the real one with the same
 callbacks). So a provider set after ``import rsauth``, or after the first Broker, is
-picked up. ``import rsauth`` does not import OpenTelemetry; without its API nothing is
+picked up: at once when the application imported the API first, else at the next event
+rsauth counts (a connect, a login fetched or refreshed, an AWS call), and the counters
+then report everything counted since the process started. Without the API nothing is
 created and the plain numbers are all there is.
 
 Attributes name the login method, the workgroup and the region (besides the AWS
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections import Counter, deque
@@ -143,6 +151,8 @@ class Figures:
 
     def add(self, name: str, attrs: Attributes = (), amount: int = 1) -> None:
         """Count ``amount`` more of ``name`` (a key of :data:`COUNTERS`) with ``attrs``."""
+        if not _installed:
+            _install_if_used()
         with self._tally.lock:
             self._tally.counts[name, attrs] += amount
 
@@ -155,6 +165,8 @@ class Figures:
     def connected(self, attrs: Attributes, login_seconds: float, driver_seconds: float) -> None:
         """One connection opened: ``login_seconds`` getting its login, then
         ``driver_seconds`` in the driver's connect."""
+        if not _installed:
+            _install_if_used()
         with self._tally.lock:
             counts = self._tally.counts
             counts["connect.count", attrs] += 1
@@ -234,7 +246,8 @@ _histogram: Histogram | None = None
 
 
 def _register(figures: Figures, tally: _Tally) -> None:
-    _install()
+    if not _installed:
+        _install_if_used()
     with _lock:
         _live.add(figures)
     # The tally, not the Figures: the finalizer must not keep it alive.
@@ -272,6 +285,12 @@ def cached_totals() -> Counter[Attributes]:
     for figures in live:
         held.update(figures.cached())
     return held
+
+
+def _install_if_used() -> None:
+    """Creates the instruments once the application has imported the OpenTelemetry API."""
+    if "opentelemetry.metrics" in sys.modules:
+        _install()
 
 
 def _install() -> None:
