@@ -409,7 +409,7 @@ class Broker:
         )
         return await self._flights.join(
             None if password is not None else _flight_key(values),
-            lambda: self.credentials(**dict(zip(_CREDENTIALS_ASYNC_SETTINGS, values, strict=True))),
+            lambda: self.credentials(**dict(zip(_async_settings(), values, strict=True))),
         )
 
     def invalidate(self, **match: Any) -> int:
@@ -723,5 +723,8 @@ class Broker:
         self._start()
 
 
-# credentials_async's settings, in the order of its flight keys.
-_CREDENTIALS_ASYNC_SETTINGS = tuple(inspect.signature(Broker.credentials_async).parameters)[1:]
+@functools.cache
+def _async_settings() -> tuple[str, ...]:
+    """credentials_async's settings, in the order of its flight keys (worked out on the
+    async API's first use: inspect.signature costs a tenth of a millisecond at import)."""
+    return tuple(inspect.signature(Broker.credentials_async).parameters)[1:]

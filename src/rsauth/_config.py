@@ -9,6 +9,7 @@ names the field, the value and what is accepted.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import os
 import re
@@ -23,7 +24,6 @@ from rsauth._errors import ConfigurationError, python_only
 from rsauth._fork import call_in_child
 
 __all__ = [
-    "CONTROL_CHARACTERS",
     "METHODS",
     "SETTINGS",
     "UNSET",
@@ -32,6 +32,7 @@ __all__ = [
     "Unset",
     "check_host",
     "checked_region",
+    "control_characters",
     "resolve",
     "resolve_region",
 ]
@@ -67,23 +68,31 @@ DURATION_MAX: Final = 3600
 RESUME_TIMEOUT_DEFAULT: Final = 120.0
 RESUME_TIMEOUT_MAX: Final = 3600.0
 
+
+def _pattern(text: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
+    """``re.compile(text, flags)``, made on the first call: a pattern that the first
+    ``iam`` connect does not use costs nothing at import."""
+    return functools.cache(lambda: re.compile(text, flags))
+
+
 # C0 controls (NUL, tab, newline, ESC, ...), DEL and the C1 controls: never part of a
 # name, a password or a path rsauth passes on.
-CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+control_characters: Final = _pattern(r"[\x00-\x1f\x7f-\x9f]")
 
+# Patterns every workgroup connect checks are compiled at import; the others on first use.
 # Workgroup names: botocore/data/redshift-serverless/2021-04-21/service-2.json,
 # shape WorkgroupName (3-64, ^[a-z0-9-]+$).
 _WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
 # Role path and name: https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html;
 # the whole ARN is STS's arnType, 20-2048 characters
 # (botocore/data/sts/2011-06-15/service-2.json). re.ASCII: no other script's letters/digits.
-_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
+_ROLE_ARN = _pattern(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
 _ARN_MAX: Final = 2048
 # SecretIdType: 1-2048 (botocore/data/secretsmanager/2017-10-17/service-2.json).
 _SECRET_ID_MAX: Final = 2048
-_DB_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$.\-]{0,126}")
+_DB_ROLE = _pattern(r"[A-Za-z_][A-Za-z0-9_$.\-]{0,126}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
+_HOSTNAME = _pattern(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 # Redshift names (databases, users): UTF-8 printable characters, 1 to 127 bytes
 # (https://docs.aws.amazon.com/redshift/latest/dg/r_names.html).
 _NAME_BYTES: Final = 127
@@ -92,7 +101,7 @@ _NAME_BYTES: Final = 127
 # trailing newline through): letters, digits, hyphens, not all digits, no hyphen at
 # either end, at most 63 characters.
 _REGION = re.compile(r"(?![0-9]+\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_PROVISIONED_HOST = re.compile(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
+_PROVISIONED_HOST = _pattern(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
 # The RedshiftDbRoles session tag joins role names with ":"; STS caps a tag value at 256.
 _TAG_VALUE_MAX: Final = 256
 
@@ -106,7 +115,7 @@ def _string(name: str, raw: object) -> str:
 def _text(name: str, raw: object) -> str:
     """Free text (a profile name): anything printed on one line."""
     value = _string(name, raw)
-    if CONTROL_CHARACTERS.search(value):
+    if control_characters().search(value):
         raise ConfigurationError(
             f"{name}={value!r}: a control character (newline, NUL, ...) cannot be part of it"
         )
@@ -117,7 +126,7 @@ def _password(name: str, raw: object) -> str:
     # Never repeats the value, whatever is wrong with it.
     if not isinstance(raw, str) or not raw:
         raise ConfigurationError(f"{name}: expected a non-empty string, got {type(raw).__name__}")
-    if CONTROL_CHARACTERS.search(raw):
+    if control_characters().search(raw):
         raise ConfigurationError(
             f"{name}: a control character (newline, NUL, ...) cannot be part of a password"
         )
@@ -172,7 +181,7 @@ def _workgroup(name: str, raw: object) -> str:
 
 def _custom_domain(name: str, raw: object) -> str:
     value = _string(name, raw)
-    if not _HOSTNAME.fullmatch(value) or "." not in value:
+    if not _HOSTNAME().fullmatch(value) or "." not in value:
         raise ConfigurationError(
             f"{name}={value!r}: expected a fully qualified DNS name such as 'redshift.example.com'"
         )
@@ -228,7 +237,7 @@ def _seconds(name: str, raw: object) -> float:
 
 def _role_arn(name: str, raw: object) -> str:
     value = _string(name, raw)
-    if len(value) > _ARN_MAX or not _ROLE_ARN.fullmatch(value):
+    if len(value) > _ARN_MAX or not _ROLE_ARN().fullmatch(value):
         raise ConfigurationError(
             f"{name}={_shown(value)}: expected an IAM role ARN such as "
             "'arn:aws:iam::123456789012:role/RedshiftAdmin' (ASCII letters, digits and "
@@ -246,7 +255,7 @@ def _db_roles(name: str, raw: object) -> tuple[str, ...]:
         raise ConfigurationError(f"{name}={raw!r}: expected a list of database role names")
     roles: list[str] = []
     for role in items:
-        if not isinstance(role, str) or not _DB_ROLE.fullmatch(role):
+        if not isinstance(role, str) or not _DB_ROLE().fullmatch(role):
             raise ConfigurationError(
                 f"{name}: {role!r} is not a database role name; accepted: 1 to 127 "
                 "characters of letters, digits, '_', '$', '.', '-', not starting with a digit"
@@ -286,12 +295,12 @@ def check_host(name: str, raw: object) -> str:
     """Validate a database host: a DNS name or an IP address; a provisioned cluster
     endpoint is refused."""
     value = _string(name, raw)
-    if not _HOSTNAME.fullmatch(value) and not _is_ip_address(value):
+    if not _HOSTNAME().fullmatch(value) and not _is_ip_address(value):
         raise ConfigurationError(
             f"{name}={_shown(value)}: expected a DNS name such as 'db.example.com' "
             "(ASCII letters, digits, hyphens and dots) or an IP address"
         )
-    if _PROVISIONED_HOST.fullmatch(value) and "redshift-serverless" not in value.lower():
+    if _PROVISIONED_HOST().fullmatch(value) and "redshift-serverless" not in value.lower():
         raise ConfigurationError(
             f"{name}={value!r} is a provisioned Redshift cluster endpoint; rsauth is for "
             "Redshift Serverless workgroups. Pass workgroup= (or the workgroup's "
