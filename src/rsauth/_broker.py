@@ -39,7 +39,6 @@ from rsauth._config import (
 from rsauth._connections import Connections, Lookup
 from rsauth._credentials import Credentials
 from rsauth._driver import calling_module, check_driver_kwargs, with_tls
-from rsauth._endpoint import NamespaceRoles
 from rsauth._errors import ConfigurationError
 from rsauth._fork import reset_in_child
 from rsauth._logins import Logins
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
 
     from rsauth._async import Flights
     from rsauth._fleet import RedisCache
+    from rsauth._roles import NamespaceRoles
 
 __all__ = [
     "DEFAULT_DATABASE",

@@ -16,7 +16,6 @@ or not its endpoint was cached (see ``SERVING``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,13 +31,14 @@ from rsauth._sources import AwsContext
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
 
+    from rsauth._roles import NamespaceRoles
+
 __all__ = [
     "DEFAULT_PORT",
     "Endpoints",
-    "NamespaceRoles",
     "Workgroup",
     "find_custom_domain",
-    "namespace_roles",
+    "get_namespace",
 ]
 
 DEFAULT_PORT = 5439
@@ -53,15 +53,6 @@ class Workgroup:
     address: str
     port: int
     status: str
-
-
-@dataclass(frozen=True)
-class NamespaceRoles:
-    """The IAM roles a namespace may use for COPY, UNLOAD and the like (``GetNamespace``)."""
-
-    namespace: str
-    default_role: str | None
-    roles: tuple[str, ...]
 
 
 class Endpoints:
@@ -251,26 +242,3 @@ def get_namespace(
     )
     facts: Mapping[str, Any] = response["namespace"]
     return facts
-
-
-# Real GetNamespace answers iamRoles as "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)";
-# the sandbox (and moto) as the bare ARN.
-_IAM_ROLE_ARN = re.compile(r"iamRoleArn=([^,)\s]+)")
-
-
-def namespace_roles(
-    client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
-) -> NamespaceRoles:
-    """``defaultIamRoleArn`` and ``iamRoles`` of ``namespace`` (``GetNamespace``)."""
-    facts = get_namespace(client, namespace=namespace, context=context)
-    roles: list[str] = []
-    for entry in facts.get("iamRoles") or []:
-        match = _IAM_ROLE_ARN.search(entry)
-        arn = match.group(1) if match else entry.strip()
-        if arn and arn not in roles:
-            roles.append(arn)
-    return NamespaceRoles(
-        namespace=namespace,
-        default_role=facts.get("defaultIamRoleArn") or None,
-        roles=tuple(roles),
-    )

@@ -28,12 +28,12 @@ from rsauth._metrics import Attributes, Figures, attributes
 from rsauth._sessions import Sessions
 from rsauth._sources import Login
 from rsauth._sources.iam import IamSource
-from rsauth._sources.password import PasswordSource
-from rsauth._sources.secret import SecretSource
-from rsauth._sources.superuser import SuperuserSource
 
+# The other methods' sources (password, secret, superuser) are imported where they are
+# used: a process that makes only iam logins never loads them.
 if TYPE_CHECKING:
     from rsauth._fleet import RedisCache
+    from rsauth._sources.secret import SecretSource
 
 __all__ = ["Logins"]
 
@@ -87,6 +87,8 @@ class Logins:
         """The call's login: cached, refreshed ahead of expiry, fetched when due."""
         options = call.options
         if options.method == "password":
+            from rsauth._sources.password import PasswordSource
+
             return PasswordSource(options.user or "", options.password or "").load().value
         key = call.aws.key
         if options.method == "secret":
@@ -215,7 +217,11 @@ class Logins:
         return fetched
 
     def _iam_source(self, call: Call) -> IamSource:
-        source = SuperuserSource if call.options.method == "superuser" else IamSource
+        source = IamSource
+        if call.options.method == "superuser":
+            from rsauth._sources.superuser import SuperuserSource
+
+            source = SuperuserSource
         return source(
             self._sessions.redshift_serverless(call.aws.session_key),
             workgroup=call.options.workgroup,
@@ -227,6 +233,8 @@ class Logins:
         )
 
     def _secret_source(self, call: Call) -> SecretSource:
+        from rsauth._sources.secret import SecretSource
+
         secret_id = call.options.secret_id or self._connections.admin_secret_arn(call)
         return SecretSource(
             self._sessions.secretsmanager(call.aws.session_key),
