@@ -17,7 +17,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,21 +69,41 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
 class ConnectionOrigin:
-    """Where a connection returned by :meth:`Broker.connect` came from."""
+    """Where a connection returned by :meth:`Broker.connect` came from; never changed once
+    made. (A plain class: a frozen dataclass costs about a millisecond to define at import.)
 
-    broker: Broker
-    workgroup: str | None
-    custom_domain: str | None
-    database: str
-    user: str
-    method: str
-    # The AWS side the login was made with, to look up facts about the workgroup as the
-    # same identity (rsauth.etl checks IAM roles with it).
-    region: str | None = None
-    profile: str | None = None
-    role_arn: str | None = None
+    ``region``, ``profile`` and ``role_arn``: the AWS side the login was made with, to look
+    up facts about the workgroup as the same identity (rsauth.etl checks IAM roles with it).
+    """
+
+    __slots__ = (
+        "broker", "custom_domain", "database", "method", "profile", "region", "role_arn",
+        "user", "workgroup",
+    )
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        workgroup: str | None,
+        custom_domain: str | None,
+        database: str,
+        user: str,
+        method: str,
+        region: str | None = None,
+        profile: str | None = None,
+        role_arn: str | None = None,
+    ) -> None:
+        self.broker = broker
+        self.workgroup = workgroup
+        self.custom_domain = custom_domain
+        self.database = database
+        self.user = user
+        self.method = method
+        self.region = region
+        self.profile = profile
+        self.role_arn = role_arn
 
 
 # Connections opened by any Broker, remembered without keeping them alive.

@@ -8,14 +8,12 @@ names the field, the value and what is accepted.
 
 from __future__ import annotations
 
-import enum
 import functools
 import ipaddress
 import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cachetools import LRUCache
@@ -38,16 +36,17 @@ __all__ = [
 ]
 
 
-class Unset(enum.Enum):
-    """Type of :data:`UNSET`: "not given", where ``None`` would be a value."""
+class Unset:
+    """Type of :data:`UNSET`: "not given", where ``None`` would be a value. (Not an Enum:
+    defining one costs a sixth of a millisecond at import.)"""
 
-    UNSET = "UNSET"
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "UNSET"
 
 
-UNSET: Final = Unset.UNSET
+UNSET: Final = Unset()
 
 METHODS: Final = ("auto", "iam", "secret", "superuser", "password")
 
@@ -317,14 +316,19 @@ def _is_ip_address(value: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One configurable value: where it is read from and how it is checked."""
+    """One configurable value: where it is read from and how it is checked. (A plain class:
+    a frozen dataclass costs about a millisecond to define at import.)"""
 
-    name: str
-    env: str | None
-    default: object
-    parse: Callable[[str, object], object]
+    __slots__ = ("default", "env", "name", "parse")
+
+    def __init__(
+        self, name: str, env: str | None, default: object, parse: Callable[[str, object], object]
+    ) -> None:
+        self.name = name
+        self.env = env
+        self.default = default
+        self.parse = parse
 
 
 # The whole configuration surface, in resolution order per row:
@@ -352,26 +356,76 @@ SETTING_NAMES: Final = frozenset(setting.name for setting in SETTINGS)
 SETTINGS_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
 
 
-@dataclass(frozen=True)
+# The fields of Options, in the order of its arguments.
+_OPTION_FIELDS: Final = (
+    "method", "workgroup", "custom_domain", "database", "duration", "secret_id", "role_arn",
+    "db_roles", "user", "password", "host", "port", "region", "profile", "fallback",
+    "resume_timeout",
+)
+
+
 class Options:
-    """The resolved, validated options of one call. ``method`` is never ``"auto"``."""
+    """The resolved, validated options of one call. ``method`` is never ``"auto"``.
+
+    Read-only (resolutions are cached and shared); equal and hashed by its values, so it
+    can be part of a cache key; ``repr`` leaves the password out. (Written out by hand:
+    as a frozen dataclass or a NamedTuple it cost most of a millisecond to define at
+    import.)
+    """
+
+    __slots__ = (*_OPTION_FIELDS, "_values")
 
     method: str
-    workgroup: str | None = None
-    custom_domain: str | None = None
-    database: str | None = None
-    duration: int = DURATION_MIN
-    secret_id: str | None = None
-    role_arn: str | None = None
-    db_roles: tuple[str, ...] = ()
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    host: str | None = None
-    port: int | None = None
-    region: str | None = None
-    profile: str | None = None
-    fallback: bool = False
-    resume_timeout: float = RESUME_TIMEOUT_DEFAULT
+    workgroup: str | None
+    custom_domain: str | None
+    database: str | None
+    duration: int
+    secret_id: str | None
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+    user: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    region: str | None
+    profile: str | None
+    fallback: bool
+    resume_timeout: float
+    _values: tuple[Any, ...]
+
+    def __init__(
+        self,
+        method: str,
+        workgroup: str | None = None,
+        custom_domain: str | None = None,
+        database: str | None = None,
+        duration: int = DURATION_MIN,
+        secret_id: str | None = None,
+        role_arn: str | None = None,
+        db_roles: tuple[str, ...] = (),
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        fallback: bool = False,
+        resume_timeout: float = RESUME_TIMEOUT_DEFAULT,
+    ) -> None:
+        values = (
+            method, workgroup, custom_domain, database, duration, secret_id, role_arn,
+            db_roles, user, password, host, port, region, profile, fallback, resume_timeout,
+        )
+        setter = object.__setattr__
+        for name, value in zip(_OPTION_FIELDS, values, strict=True):
+            setter(self, name, value)
+        setter(self, "_values", values)  # what equality and the hash compare
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Options are read-only: cannot assign to {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Options are read-only: cannot delete {name!r}")
 
     @property
     def target(self) -> str:
@@ -381,6 +435,27 @@ class Options:
         if self.workgroup:
             return f"workgroup {self.workgroup!r}"
         return f"host {self.host!r}"
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with ``changes`` (field names as keywords)."""
+        return Options(**{**dict(zip(_OPTION_FIELDS, self._values, strict=True)), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Options):
+            return NotImplemented
+        return self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(self._values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={value!r}"
+            for name, value in zip(_OPTION_FIELDS, self._values, strict=True)
+            if name != "password"
+        )
+        return f"Options({shown})"
+
 
 
 _ENV_NAMES: Final = tuple(setting.env for setting in SETTINGS if setting.env)

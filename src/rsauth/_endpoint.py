@@ -17,7 +17,6 @@ or not its endpoint was cached (see ``SERVING``).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -44,15 +43,18 @@ __all__ = [
 DEFAULT_PORT = 5439
 
 
-@dataclass(frozen=True)
 class Workgroup:
-    """What ``GetWorkgroup`` says about one workgroup."""
+    """What ``GetWorkgroup`` says about one workgroup; never changed once made. (A plain
+    class: a frozen dataclass costs most of a millisecond to define at import.)"""
 
-    name: str
-    namespace: str
-    address: str
-    port: int
-    status: str
+    __slots__ = ("address", "name", "namespace", "port", "status")
+
+    def __init__(self, *, name: str, namespace: str, address: str, port: int, status: str) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.address = address
+        self.port = port
+        self.status = status
 
 
 class Endpoints:

@@ -15,13 +15,12 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from rsauth._backoff import backoff
 from rsauth._cache import Lease, RefreshCache
-from rsauth._calls import DEFAULT_DATABASE, Call, CredentialKey, describe
+from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, describe
 from rsauth._connections import Connections, Refused, refused_error
 from rsauth._errors import AccessDeniedError, ConfigurationError, RsauthError
 from rsauth._metrics import Attributes, Figures, attributes
@@ -271,9 +270,15 @@ def login_attributes(key: CredentialKey) -> Attributes:
 
 
 def _as_secret(call: Call) -> Call:
-    options = replace(call.options, method="secret", fallback=False)
-    aws = replace(call.aws, key=call.aws.key._replace(method="secret"))
-    return replace(call, options=options, resolved_aws=aws)
+    aws = call.aws
+    return Call(
+        call.options.replace(method="secret", fallback=False),
+        call.profile,
+        AwsSide(
+            aws.identity, aws.region, aws.session_key, aws.context,
+            aws.key._replace(method="secret"), aws.endpoint_key,
+        ),
+    )
 
 
 def _same_login(a: Login, b: Login) -> bool:

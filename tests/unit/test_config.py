@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from rsauth import ConfigurationError
-from rsauth._config import SETTINGS, UNSET, resolve, resolve_region
+from rsauth._config import SETTINGS, UNSET, Options, resolve, resolve_region
 
 ROLE = "arn:aws:iam::123456789012:role/RedshiftAdmin"
 
@@ -195,6 +195,25 @@ def test_inconsistent_combinations(arguments: dict[str, Any], fragment: str) -> 
 def test_password_never_in_error_or_repr() -> None:
     options = resolve({"workgroup": "wg1", "user": "u", "password": "hunter2"}, {})
     assert "hunter2" not in repr(options)
+    assert "workgroup='wg1'" in repr(options)
+    assert "hunter2" not in repr(options.replace(method="secret"))
+
+
+def test_options_are_values() -> None:
+    # Part of cache keys: equal and hashed by their fields, the password included.
+    options = resolve({"workgroup": "wg1", "user": "u", "password": "hunter2"}, {})
+    same = Options(method="password", workgroup="wg1", user="u", password="hunter2")
+    assert options == same
+    assert hash(options) == hash(same)
+    assert options != Options(method="password", workgroup="wg1", user="u", password="other")
+    changed = options.replace(method="secret", fallback=True)
+    assert (changed.method, changed.fallback, changed.workgroup) == ("secret", True, "wg1")
+    assert options.method == "password"
+    with pytest.raises(AttributeError):
+        options.method = "iam"  # resolutions are cached and shared: read-only
+    assert changed == Options(
+        method="secret", workgroup="wg1", user="u", password="hunter2", fallback=True
+    )
 
 
 def test_db_roles_from_list_and_string() -> None:
