@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redshift_connector
 
-from rsauth._backoff import backoff
 from rsauth._calls import DEFAULT_DATABASE, Call, EndpointKey
 from rsauth._config import check_host
 from rsauth._credentials import Credentials
@@ -329,6 +328,8 @@ class Connections:
                 if attempt >= self._connect_attempts or not is_transient(exc):
                     raise self._error(call, credentials, exc) from exc
             self._on_retry(attempt)
+            from rsauth._backoff import backoff  # only on a retry: loaded then
+
             self._sleep(backoff(attempt))
             attempt += 1
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from rsauth._backoff import backoff
 from rsauth._cache import Lease, RefreshCache
 from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, describe
 from rsauth._connections import Connections, Refused, refused_error
@@ -156,6 +155,8 @@ class Logins:
                 if attempt == attempts:
                     raise refused_error(call, exc, attempts) from exc.__cause__
                 self._on_retry(attempt)
+                from rsauth._backoff import backoff  # only on a retry: loaded then
+
                 self._sleep(backoff(attempt))
         if refused is not None:
             key = call.aws.key._replace(method=login.method)
