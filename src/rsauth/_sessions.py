@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.session
@@ -33,6 +33,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
+from rsauth._calls import SessionKey  # defined with the other keys
 from rsauth._config import checked_region
 from rsauth._errors import ConfigurationError, python_only
 
@@ -69,15 +70,6 @@ def _no_such_profile(profile: str | None, exc: ProfileNotFound) -> Configuration
         f"{given}: no such profile in the AWS config files; accepted: "
         f"{', '.join(existing) or 'none (no profile is configured)'}"
     )
-
-
-class SessionKey(NamedTuple):
-    """What tells sessions apart. Never holds a secret."""
-
-    profile: str | None
-    region: str
-    role_arn: str | None
-    db_roles: tuple[str, ...]
 
 
 class _AssumeRoleProvider(CredentialProvider):
