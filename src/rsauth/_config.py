@@ -31,6 +31,8 @@ __all__ = [
     "check_host",
     "checked_region",
     "control_characters",
+    "is_region_name",
+    "is_workgroup_name",
     "resolve",
     "resolve_region",
 ]
@@ -78,10 +80,11 @@ def _pattern(text: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
 # name, a password or a path rsauth passes on.
 control_characters: Final = _pattern(r"[\x00-\x1f\x7f-\x9f]")
 
-# Patterns every workgroup connect checks are compiled at import; the others on first use.
+# Patterns compile on first use. Workgroup and region names, which every workgroup connect
+# checks, are simple enough for str methods (see is_workgroup_name and is_region_name).
 # Workgroup names: botocore/data/redshift-serverless/2021-04-21/service-2.json,
 # shape WorkgroupName (3-64, ^[a-z0-9-]+$).
-_WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
+_WORKGROUP_CHARACTERS: Final = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Role path and name: https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html;
 # the whole ARN is STS's arnType, 20-2048 characters
 # (botocore/data/sts/2011-06-15/service-2.json). re.ASCII: no other script's letters/digits.
@@ -97,12 +100,29 @@ _HOSTNAME = _pattern(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 _NAME_BYTES: Final = 127
 # A region is a host label, as botocore.utils.validate_region_name checks it (that check
 # raises InvalidRegionError from deep inside client creation, and its "$" lets a
-# trailing newline through): letters, digits, hyphens, not all digits, no hyphen at
+# trailing newline through): ASCII letters, digits, hyphens, not all digits, no hyphen at
 # either end, at most 63 characters.
-_REGION = re.compile(r"(?![0-9]+\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_REGION_CHARACTERS: Final = _WORKGROUP_CHARACTERS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _PROVISIONED_HOST = _pattern(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
 # The RedshiftDbRoles session tag joins role names with ":"; STS caps a tag value at 256.
 _TAG_VALUE_MAX: Final = 256
+
+
+def is_workgroup_name(value: str) -> bool:
+    """Whether ``value`` fully matches ``[a-z0-9-]{3,64}`` (without compiling a regex at
+    import: stripping the allowed characters leaves nothing only if there is no other)."""
+    return 3 <= len(value) <= 64 and not value.strip(_WORKGROUP_CHARACTERS)
+
+
+def is_region_name(value: str) -> bool:
+    """Whether ``value`` fully matches ``(?![0-9]+\\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)``."""
+    return (
+        1 <= len(value) <= 63
+        and not value.strip(_REGION_CHARACTERS)
+        and not value.isdigit()  # only ASCII characters are left: isdigit() means 0-9
+        and value[0] != "-"
+        and value[-1] != "-"
+    )
 
 
 def _string(name: str, raw: object) -> str:
@@ -160,7 +180,7 @@ def _shown(raw: object, limit: int = 80) -> str:
 
 
 def _region(name: str, raw: object) -> str:
-    if not isinstance(raw, str) or not _REGION.fullmatch(raw):
+    if not isinstance(raw, str) or not is_region_name(raw):
         raise ConfigurationError(
             f"{name}={_shown(raw)}: an AWS region such as 'eu-west-1' is a host label: 1 to "
             "63 ASCII letters, digits and hyphens, not all digits, no hyphen first or last"
@@ -170,7 +190,7 @@ def _region(name: str, raw: object) -> str:
 
 def _workgroup(name: str, raw: object) -> str:
     value = _string(name, raw)
-    if not _WORKGROUP.fullmatch(value):
+    if not is_workgroup_name(value):
         raise ConfigurationError(
             f"{name}={value!r}: a workgroup name is 3 to 64 characters of "
             "lowercase letters a-z, digits 0-9 and hyphens '-'"
