@@ -447,6 +447,10 @@ class Options:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"Options are read-only: cannot delete {name!r}")
 
+    def __reduce__(self) -> tuple[type[Options], tuple[Any, ...]]:
+        # copy and pickle rebuild it through __init__ (setting attributes is refused).
+        return Options, self._values
+
     @property
     def target(self) -> str:
         """How messages name the database this call is for."""

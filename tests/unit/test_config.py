@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from typing import Any
 
@@ -222,6 +224,8 @@ def test_options_are_values() -> None:
     assert options.method == "password"
     with pytest.raises(AttributeError):
         options.method = "iam"  # resolutions are cached and shared: read-only
+    assert copy.copy(options) == options
+    assert pickle.loads(pickle.dumps(options)) == options  # noqa: S301 - our own bytes
     assert changed == Options(
         method="secret", workgroup="wg1", user="u", password="hunter2", fallback=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -81,6 +82,11 @@ def test_a_login_is_read_only_and_compared_by_identity() -> None:
     assert (later.user, later.password, later.method) == ("IAM:alice", "pw-1", "iam")
     assert later.expires_at == datetime(2030, 1, 1, tzinfo=timezone.utc)
     assert login.expires_at is None
+    copied = copy.copy(later)  # rebuilt through __init__, a login of its own
+    assert copied is not later
+    assert (copied.user, copied.password, copied.expires_at) == (
+        "IAM:alice", "pw-1", later.expires_at
+    )
 
 
 def test_iam_request_always_sends_db_name_and_duration(clock: FakeClock) -> None:

@@ -64,6 +64,13 @@ class Login:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"Login is read-only: cannot delete {name!r}")
 
+    def __reduce__(self) -> tuple[type[Login], tuple[Any, ...]]:
+        # copy and pickle rebuild it through __init__ (setting attributes is refused).
+        return Login, (
+            self.user, self.password, self.method, self.expires_at, self.version_id,
+            self.host, self.port, self.database,
+        )
+
     def with_expiry(self, expires_at: datetime | None) -> Login:
         """The same login expiring at ``expires_at``: a new object (compared by identity)."""
         return Login(
