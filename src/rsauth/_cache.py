@@ -96,13 +96,13 @@ class _Entry(Generic[V]):
         self.mandatory_at = mandatory_at
         self.expires_at = expires_at
 
-    def _fields(self) -> tuple[V, float, float, float]:
+    def _as_tuple(self) -> tuple[V, float, float, float]:
         return self.value, self.advisory_at, self.mandatory_at, self.expires_at
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, _Entry):
             return NotImplemented
-        return self._fields() == other._fields()
+        return self._as_tuple() == other._as_tuple()
 
     def __repr__(self) -> str:
         return (
