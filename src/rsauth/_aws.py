@@ -49,10 +49,9 @@ _SKEWED = frozenset({"RequestTimeTooSkewed"})
 REFUSED_CREDENTIALS = _UNKNOWN_KEY | _BAD_SIGNATURE | _EXPIRED_TOKEN | _SKEWED
 
 # "Signature expired: 20261203T170000Z is now earlier than 20261203T171500Z
-# (20261203T172000Z - 5 min.)": the request's time, then AWS's own in parentheses.
-_SIGNATURE_EXPIRED = re.compile(
-    r"Signature (?:expired|not yet current): (\d{8}T\d{6}Z).*\((\d{8}T\d{6}Z)"
-)
+# (20261203T172000Z - 5 min.)": the request's time, then AWS's own in parentheses. Read
+# only on that error, so compiled there (re's cache) rather than at import.
+_SIGNATURE_EXPIRED = r"Signature (?:expired|not yet current): (\d{8}T\d{6}Z).*\((\d{8}T\d{6}Z)"
 _NOT_FOUND = frozenset({"ResourceNotFoundException", "NotFoundException", "NoSuchEntity"})
 _INVALID = frozenset(
     {"ValidationException", "InvalidParameterException", "InvalidRequestException"}
@@ -146,7 +145,7 @@ def _clock_skew(
     code: str, message: str, response: Mapping[str, Any], now: Callable[[], datetime] | None
 ) -> timedelta | None:
     """How far this machine's clock is from AWS's (negative: behind), if the error says."""
-    match = _SIGNATURE_EXPIRED.search(message)
+    match = re.search(_SIGNATURE_EXPIRED, message)
     if match:
         sent, server = (
             datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

@@ -17,7 +17,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +38,6 @@ from rsauth._config import (
 from rsauth._connections import Connections, Lookup
 from rsauth._credentials import Credentials
 from rsauth._driver import calling_module, check_driver_kwargs, with_tls
-from rsauth._endpoint import NamespaceRoles
 from rsauth._errors import ConfigurationError
 from rsauth._fork import reset_in_child
 from rsauth._logins import Logins
@@ -52,6 +50,7 @@ if TYPE_CHECKING:
 
     from rsauth._async import Flights
     from rsauth._fleet import RedisCache
+    from rsauth._roles import NamespaceRoles
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -70,21 +69,41 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
 class ConnectionOrigin:
-    """Where a connection returned by :meth:`Broker.connect` came from."""
+    """Where a connection returned by :meth:`Broker.connect` came from; never changed once
+    made. (A plain class: a frozen dataclass costs about a millisecond to define at import.)
 
-    broker: Broker
-    workgroup: str | None
-    custom_domain: str | None
-    database: str
-    user: str
-    method: str
-    # The AWS side the login was made with, to look up facts about the workgroup as the
-    # same identity (rsauth.etl checks IAM roles with it).
-    region: str | None = None
-    profile: str | None = None
-    role_arn: str | None = None
+    ``region``, ``profile`` and ``role_arn``: the AWS side the login was made with, to look
+    up facts about the workgroup as the same identity (rsauth.etl checks IAM roles with it).
+    """
+
+    __slots__ = (
+        "broker", "custom_domain", "database", "method", "profile", "region", "role_arn",
+        "user", "workgroup",
+    )
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        workgroup: str | None,
+        custom_domain: str | None,
+        database: str,
+        user: str,
+        method: str,
+        region: str | None = None,
+        profile: str | None = None,
+        role_arn: str | None = None,
+    ) -> None:
+        self.broker = broker
+        self.workgroup = workgroup
+        self.custom_domain = custom_domain
+        self.database = database
+        self.user = user
+        self.method = method
+        self.region = region
+        self.profile = profile
+        self.role_arn = role_arn
 
 
 # Connections opened by any Broker, remembered without keeping them alive.
@@ -409,7 +428,7 @@ class Broker:
         )
         return await self._flights.join(
             None if password is not None else _flight_key(values),
-            lambda: self.credentials(**dict(zip(_CREDENTIALS_ASYNC_SETTINGS, values, strict=True))),
+            lambda: self.credentials(**dict(zip(_async_settings(), values, strict=True))),
         )
 
     def invalidate(self, **match: Any) -> int:
@@ -723,5 +742,8 @@ class Broker:
         self._start()
 
 
-# credentials_async's settings, in the order of its flight keys.
-_CREDENTIALS_ASYNC_SETTINGS = tuple(inspect.signature(Broker.credentials_async).parameters)[1:]
+@functools.cache
+def _async_settings() -> tuple[str, ...]:
+    """credentials_async's settings, in the order of its flight keys (worked out on the
+    async API's first use: inspect.signature costs a tenth of a millisecond at import)."""
+    return tuple(inspect.signature(Broker.credentials_async).parameters)[1:]

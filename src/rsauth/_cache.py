@@ -32,7 +32,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -49,7 +48,6 @@ V = TypeVar("V")
 MANDATORY_MAX_SECONDS = 120.0
 
 
-@dataclass(frozen=True)
 class Lease(Generic[V]):
     """A fetched value and how long it stays good.
 
@@ -58,32 +56,73 @@ class Lease(Generic[V]):
     without expiry, seconds after which it is refreshed (advisory only).
     ``span``: the value's whole lifetime when it arrives with only
     ``lifetime`` of it left (fleet mode's shared store; default: ``lifetime``);
-    the windows are scaled to it.
+    the windows are scaled to it. Never changed once made.
+
+    The records of this module are written out by hand, not dataclasses: those cost
+    most of a millisecond each to define at import.
     """
 
-    value: V
-    lifetime: float | None = None
-    refresh_after: float | None = None
-    span: float | None = None
+    __slots__ = ("lifetime", "refresh_after", "span", "value")
+
+    def __init__(
+        self,
+        value: V,
+        lifetime: float | None = None,
+        refresh_after: float | None = None,
+        span: float | None = None,
+    ) -> None:
+        self.value = value
+        self.lifetime = lifetime
+        self.refresh_after = refresh_after
+        self.span = span
+
+    def __repr__(self) -> str:
+        return (
+            f"Lease(value={self.value!r}, lifetime={self.lifetime!r}, "
+            f"refresh_after={self.refresh_after!r}, span={self.span!r})"
+        )
 
 
-@dataclass(frozen=True)
 class _Entry(Generic[V]):
     """A cached value and the instants (the clock's timestamps) of its windows."""
 
-    value: V
-    advisory_at: float
-    mandatory_at: float
-    expires_at: float
+    __slots__ = ("advisory_at", "expires_at", "mandatory_at", "value")
+
+    def __init__(
+        self, value: V, advisory_at: float, mandatory_at: float, expires_at: float
+    ) -> None:
+        self.value = value
+        self.advisory_at = advisory_at
+        self.mandatory_at = mandatory_at
+        self.expires_at = expires_at
+
+    def _as_tuple(self) -> tuple[V, float, float, float]:
+        return self.value, self.advisory_at, self.mandatory_at, self.expires_at
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Entry):
+            return NotImplemented
+        return self._as_tuple() == other._as_tuple()
+
+    def __repr__(self) -> str:
+        return (
+            f"_Entry(value={self.value!r}, advisory_at={self.advisory_at!r}, "
+            f"mandatory_at={self.mandatory_at!r}, expires_at={self.expires_at!r})"
+        )
 
 
-@dataclass
 class CacheStats:
     """Counts since the cache was made: values served, fetched, refreshed."""
 
-    hits: int = 0
-    misses: int = 0
-    refreshes: int = 0
+    __slots__ = ("hits", "misses", "refreshes")
+
+    def __init__(self, hits: int = 0, misses: int = 0, refreshes: int = 0) -> None:
+        self.hits = hits
+        self.misses = misses
+        self.refreshes = refreshes
+
+    def __repr__(self) -> str:
+        return f"CacheStats(hits={self.hits}, misses={self.misses}, refreshes={self.refreshes})"
 
 
 class _Slot:

@@ -5,18 +5,35 @@ The Broker resolves the caller's arguments once (no network) into a
 (``_connections``) both read it.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+# No ``from __future__ import annotations`` here: with it, typing.NamedTuple compiles
+# every field's annotation string into a ForwardRef when the class is made, which more
+# than doubles what defining these keys costs at import. Everything annotated here
+# exists at run time (on Python 3.10 too).
 from typing import NamedTuple
 
 from rsauth._config import Options
-from rsauth._sessions import SessionKey
 from rsauth._sources import AwsContext
 
-__all__ = ["DEFAULT_DATABASE", "AwsSide", "Call", "CredentialKey", "EndpointKey", "describe"]
+__all__ = [
+    "DEFAULT_DATABASE",
+    "AwsSide",
+    "Call",
+    "CredentialKey",
+    "EndpointKey",
+    "SessionKey",
+    "describe",
+]
 
 DEFAULT_DATABASE = "dev"
+
+
+class SessionKey(NamedTuple):
+    """What tells sessions apart (rsauth._sessions). Never holds a secret."""
+
+    profile: str | None
+    region: str
+    role_arn: str | None
+    db_roles: tuple[str, ...]
 
 
 class CredentialKey(NamedTuple):
@@ -61,25 +78,41 @@ def describe(key: CredentialKey) -> str:
     return f"{key.method} login for {where} in {key.region}{role}"
 
 
-@dataclass(frozen=True)
+# The two records below are plain classes, never changed once made: as frozen dataclasses
+# they cost about a millisecond each to define at import, as NamedTuples a third of that.
 class AwsSide:
     """The AWS side of one call: who, where, and the cache keys of its login and endpoint."""
 
-    identity: str
-    region: str
-    session_key: SessionKey
-    context: AwsContext
-    key: CredentialKey
-    endpoint_key: EndpointKey
+    __slots__ = ("context", "endpoint_key", "identity", "key", "region", "session_key")
+
+    def __init__(
+        self,
+        identity: str,
+        region: str,
+        session_key: SessionKey,
+        context: AwsContext,
+        key: CredentialKey,
+        endpoint_key: EndpointKey,
+    ) -> None:
+        self.identity = identity
+        self.region = region
+        self.session_key = session_key
+        self.context = context
+        self.key = key
+        self.endpoint_key = endpoint_key
 
 
-@dataclass(frozen=True)
 class Call:
     """One resolved request; ``resolved_aws`` is ``None`` only for a password login to host=."""
 
-    options: Options
-    profile: str | None
-    resolved_aws: AwsSide | None = None
+    __slots__ = ("options", "profile", "resolved_aws")
+
+    def __init__(
+        self, options: Options, profile: str | None, resolved_aws: AwsSide | None = None
+    ) -> None:
+        self.options = options
+        self.profile = profile
+        self.resolved_aws = resolved_aws
 
     @property
     def aws(self) -> AwsSide:

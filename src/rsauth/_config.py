@@ -8,13 +8,12 @@ names the field, the value and what is accepted.
 
 from __future__ import annotations
 
-import enum
+import functools
 import ipaddress
 import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cachetools import LRUCache
@@ -23,7 +22,6 @@ from rsauth._errors import ConfigurationError, python_only
 from rsauth._fork import call_in_child
 
 __all__ = [
-    "CONTROL_CHARACTERS",
     "METHODS",
     "SETTINGS",
     "UNSET",
@@ -32,21 +30,25 @@ __all__ = [
     "Unset",
     "check_host",
     "checked_region",
+    "control_characters",
+    "is_region_name",
+    "is_workgroup_name",
     "resolve",
     "resolve_region",
 ]
 
 
-class Unset(enum.Enum):
-    """Type of :data:`UNSET`: "not given", where ``None`` would be a value."""
+class Unset:
+    """Type of :data:`UNSET`: "not given", where ``None`` would be a value. (Not an Enum:
+    defining one costs a sixth of a millisecond at import.)"""
 
-    UNSET = "UNSET"
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "UNSET"
 
 
-UNSET: Final = Unset.UNSET
+UNSET: Final = Unset()
 
 METHODS: Final = ("auto", "iam", "secret", "superuser", "password")
 
@@ -67,34 +69,60 @@ DURATION_MAX: Final = 3600
 RESUME_TIMEOUT_DEFAULT: Final = 120.0
 RESUME_TIMEOUT_MAX: Final = 3600.0
 
+
+def _pattern(text: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
+    """``re.compile(text, flags)``, made on the first call: a pattern that the first
+    ``iam`` connect does not use costs nothing at import."""
+    return functools.cache(lambda: re.compile(text, flags))
+
+
 # C0 controls (NUL, tab, newline, ESC, ...), DEL and the C1 controls: never part of a
 # name, a password or a path rsauth passes on.
-CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+control_characters: Final = _pattern(r"[\x00-\x1f\x7f-\x9f]")
 
+# Patterns compile on first use. Workgroup and region names, which every workgroup connect
+# checks, are simple enough for str methods (see is_workgroup_name and is_region_name).
 # Workgroup names: botocore/data/redshift-serverless/2021-04-21/service-2.json,
 # shape WorkgroupName (3-64, ^[a-z0-9-]+$).
-_WORKGROUP = re.compile(r"[a-z0-9-]{3,64}")
+_WORKGROUP_CHARACTERS: Final = "abcdefghijklmnopqrstuvwxyz0123456789-"
 # Role path and name: https://docs.aws.amazon.com/IAM/latest/APIReference/API_Role.html;
 # the whole ARN is STS's arnType, 20-2048 characters
 # (botocore/data/sts/2011-06-15/service-2.json). re.ASCII: no other script's letters/digits.
-_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
+_ROLE_ARN = _pattern(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", re.ASCII)
 _ARN_MAX: Final = 2048
 # SecretIdType: 1-2048 (botocore/data/secretsmanager/2017-10-17/service-2.json).
 _SECRET_ID_MAX: Final = 2048
-_DB_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$.\-]{0,126}")
+_DB_ROLE = _pattern(r"[A-Za-z_][A-Za-z0-9_$.\-]{0,126}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
+_HOSTNAME = _pattern(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?")
 # Redshift names (databases, users): UTF-8 printable characters, 1 to 127 bytes
 # (https://docs.aws.amazon.com/redshift/latest/dg/r_names.html).
 _NAME_BYTES: Final = 127
 # A region is a host label, as botocore.utils.validate_region_name checks it (that check
 # raises InvalidRegionError from deep inside client creation, and its "$" lets a
-# trailing newline through): letters, digits, hyphens, not all digits, no hyphen at
+# trailing newline through): ASCII letters, digits, hyphens, not all digits, no hyphen at
 # either end, at most 63 characters.
-_REGION = re.compile(r"(?![0-9]+\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_PROVISIONED_HOST = re.compile(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
+_REGION_CHARACTERS: Final = _WORKGROUP_CHARACTERS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_PROVISIONED_HOST = _pattern(r".*\.redshift\.amazonaws\.com(\.cn)?\.?", re.IGNORECASE)
 # The RedshiftDbRoles session tag joins role names with ":"; STS caps a tag value at 256.
 _TAG_VALUE_MAX: Final = 256
+
+
+def is_workgroup_name(value: str) -> bool:
+    """Whether ``value`` fully matches ``[a-z0-9-]{3,64}`` (without compiling a regex at
+    import: stripping the allowed characters leaves nothing only if there is no other)."""
+    return 3 <= len(value) <= 64 and not value.strip(_WORKGROUP_CHARACTERS)
+
+
+def is_region_name(value: str) -> bool:
+    """Whether ``value`` fully matches ``(?![0-9]+\\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)``."""
+    return (
+        1 <= len(value) <= 63
+        and not value.strip(_REGION_CHARACTERS)
+        and not value.isdigit()  # only ASCII characters are left: isdigit() means 0-9
+        and value[0] != "-"
+        and value[-1] != "-"
+    )
 
 
 def _string(name: str, raw: object) -> str:
@@ -106,7 +134,7 @@ def _string(name: str, raw: object) -> str:
 def _text(name: str, raw: object) -> str:
     """Free text (a profile name): anything printed on one line."""
     value = _string(name, raw)
-    if CONTROL_CHARACTERS.search(value):
+    if control_characters().search(value):
         raise ConfigurationError(
             f"{name}={value!r}: a control character (newline, NUL, ...) cannot be part of it"
         )
@@ -117,7 +145,7 @@ def _password(name: str, raw: object) -> str:
     # Never repeats the value, whatever is wrong with it.
     if not isinstance(raw, str) or not raw:
         raise ConfigurationError(f"{name}: expected a non-empty string, got {type(raw).__name__}")
-    if CONTROL_CHARACTERS.search(raw):
+    if control_characters().search(raw):
         raise ConfigurationError(
             f"{name}: a control character (newline, NUL, ...) cannot be part of a password"
         )
@@ -152,7 +180,7 @@ def _shown(raw: object, limit: int = 80) -> str:
 
 
 def _region(name: str, raw: object) -> str:
-    if not isinstance(raw, str) or not _REGION.fullmatch(raw):
+    if not isinstance(raw, str) or not is_region_name(raw):
         raise ConfigurationError(
             f"{name}={_shown(raw)}: an AWS region such as 'eu-west-1' is a host label: 1 to "
             "63 ASCII letters, digits and hyphens, not all digits, no hyphen first or last"
@@ -162,7 +190,7 @@ def _region(name: str, raw: object) -> str:
 
 def _workgroup(name: str, raw: object) -> str:
     value = _string(name, raw)
-    if not _WORKGROUP.fullmatch(value):
+    if not is_workgroup_name(value):
         raise ConfigurationError(
             f"{name}={value!r}: a workgroup name is 3 to 64 characters of "
             "lowercase letters a-z, digits 0-9 and hyphens '-'"
@@ -172,7 +200,7 @@ def _workgroup(name: str, raw: object) -> str:
 
 def _custom_domain(name: str, raw: object) -> str:
     value = _string(name, raw)
-    if not _HOSTNAME.fullmatch(value) or "." not in value:
+    if not _HOSTNAME().fullmatch(value) or "." not in value:
         raise ConfigurationError(
             f"{name}={value!r}: expected a fully qualified DNS name such as 'redshift.example.com'"
         )
@@ -228,7 +256,7 @@ def _seconds(name: str, raw: object) -> float:
 
 def _role_arn(name: str, raw: object) -> str:
     value = _string(name, raw)
-    if len(value) > _ARN_MAX or not _ROLE_ARN.fullmatch(value):
+    if len(value) > _ARN_MAX or not _ROLE_ARN().fullmatch(value):
         raise ConfigurationError(
             f"{name}={_shown(value)}: expected an IAM role ARN such as "
             "'arn:aws:iam::123456789012:role/RedshiftAdmin' (ASCII letters, digits and "
@@ -246,7 +274,7 @@ def _db_roles(name: str, raw: object) -> tuple[str, ...]:
         raise ConfigurationError(f"{name}={raw!r}: expected a list of database role names")
     roles: list[str] = []
     for role in items:
-        if not isinstance(role, str) or not _DB_ROLE.fullmatch(role):
+        if not isinstance(role, str) or not _DB_ROLE().fullmatch(role):
             raise ConfigurationError(
                 f"{name}: {role!r} is not a database role name; accepted: 1 to 127 "
                 "characters of letters, digits, '_', '$', '.', '-', not starting with a digit"
@@ -286,12 +314,12 @@ def check_host(name: str, raw: object) -> str:
     """Validate a database host: a DNS name or an IP address; a provisioned cluster
     endpoint is refused."""
     value = _string(name, raw)
-    if not _HOSTNAME.fullmatch(value) and not _is_ip_address(value):
+    if not _HOSTNAME().fullmatch(value) and not _is_ip_address(value):
         raise ConfigurationError(
             f"{name}={_shown(value)}: expected a DNS name such as 'db.example.com' "
             "(ASCII letters, digits, hyphens and dots) or an IP address"
         )
-    if _PROVISIONED_HOST.fullmatch(value) and "redshift-serverless" not in value.lower():
+    if _PROVISIONED_HOST().fullmatch(value) and "redshift-serverless" not in value.lower():
         raise ConfigurationError(
             f"{name}={value!r} is a provisioned Redshift cluster endpoint; rsauth is for "
             "Redshift Serverless workgroups. Pass workgroup= (or the workgroup's "
@@ -308,14 +336,19 @@ def _is_ip_address(value: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One configurable value: where it is read from and how it is checked."""
+    """One configurable value: where it is read from and how it is checked. (A plain class:
+    a frozen dataclass costs about a millisecond to define at import.)"""
 
-    name: str
-    env: str | None
-    default: object
-    parse: Callable[[str, object], object]
+    __slots__ = ("default", "env", "name", "parse")
+
+    def __init__(
+        self, name: str, env: str | None, default: object, parse: Callable[[str, object], object]
+    ) -> None:
+        self.name = name
+        self.env = env
+        self.default = default
+        self.parse = parse
 
 
 # The whole configuration surface, in resolution order per row:
@@ -343,26 +376,80 @@ SETTING_NAMES: Final = frozenset(setting.name for setting in SETTINGS)
 SETTINGS_BY_NAME: Final = {setting.name: setting for setting in SETTINGS}
 
 
-@dataclass(frozen=True)
+# The fields of Options, in the order of its arguments.
+_OPTION_FIELDS: Final = (
+    "method", "workgroup", "custom_domain", "database", "duration", "secret_id", "role_arn",
+    "db_roles", "user", "password", "host", "port", "region", "profile", "fallback",
+    "resume_timeout",
+)
+
+
 class Options:
-    """The resolved, validated options of one call. ``method`` is never ``"auto"``."""
+    """The resolved, validated options of one call. ``method`` is never ``"auto"``.
+
+    Read-only (resolutions are cached and shared); equal and hashed by its values, so it
+    can be part of a cache key; ``repr`` leaves the password out. (Written out by hand:
+    as a frozen dataclass or a NamedTuple it cost most of a millisecond to define at
+    import.)
+    """
+
+    __slots__ = (*_OPTION_FIELDS, "_values")
 
     method: str
-    workgroup: str | None = None
-    custom_domain: str | None = None
-    database: str | None = None
-    duration: int = DURATION_MIN
-    secret_id: str | None = None
-    role_arn: str | None = None
-    db_roles: tuple[str, ...] = ()
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    host: str | None = None
-    port: int | None = None
-    region: str | None = None
-    profile: str | None = None
-    fallback: bool = False
-    resume_timeout: float = RESUME_TIMEOUT_DEFAULT
+    workgroup: str | None
+    custom_domain: str | None
+    database: str | None
+    duration: int
+    secret_id: str | None
+    role_arn: str | None
+    db_roles: tuple[str, ...]
+    user: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    region: str | None
+    profile: str | None
+    fallback: bool
+    resume_timeout: float
+    _values: tuple[Any, ...]
+
+    def __init__(
+        self,
+        method: str,
+        workgroup: str | None = None,
+        custom_domain: str | None = None,
+        database: str | None = None,
+        duration: int = DURATION_MIN,
+        secret_id: str | None = None,
+        role_arn: str | None = None,
+        db_roles: tuple[str, ...] = (),
+        user: str | None = None,
+        password: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        fallback: bool = False,
+        resume_timeout: float = RESUME_TIMEOUT_DEFAULT,
+    ) -> None:
+        values = (
+            method, workgroup, custom_domain, database, duration, secret_id, role_arn,
+            db_roles, user, password, host, port, region, profile, fallback, resume_timeout,
+        )
+        setter = object.__setattr__
+        for name, value in zip(_OPTION_FIELDS, values, strict=True):
+            setter(self, name, value)
+        setter(self, "_values", values)  # what equality and the hash compare
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Options are read-only: cannot assign to {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Options are read-only: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[type[Options], tuple[Any, ...]]:
+        # copy and pickle rebuild it through __init__ (setting attributes is refused).
+        return Options, self._values
 
     @property
     def target(self) -> str:
@@ -372,6 +459,27 @@ class Options:
         if self.workgroup:
             return f"workgroup {self.workgroup!r}"
         return f"host {self.host!r}"
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with ``changes`` (field names as keywords)."""
+        return Options(**{**dict(zip(_OPTION_FIELDS, self._values, strict=True)), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Options):
+            return NotImplemented
+        return self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(self._values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={value!r}"
+            for name, value in zip(_OPTION_FIELDS, self._values, strict=True)
+            if name != "password"
+        )
+        return f"Options({shown})"
+
 
 
 _ENV_NAMES: Final = tuple(setting.env for setting in SETTINGS if setting.env)

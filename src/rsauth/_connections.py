@@ -25,21 +25,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redshift_connector
 
-from rsauth._backoff import backoff
 from rsauth._calls import DEFAULT_DATABASE, Call, EndpointKey
 from rsauth._config import check_host
 from rsauth._credentials import Credentials
 from rsauth._driver import is_login_refused, is_tls_failure, is_transient, server_error
-from rsauth._endpoint import DEFAULT_PORT, Endpoints, NamespaceRoles, Workgroup, namespace_roles
+from rsauth._endpoint import DEFAULT_PORT, Endpoints, Workgroup
 from rsauth._errors import AuthenticationError, ConfigurationError, ConnectError, NotFoundError
 from rsauth._resume import handshake, is_handshake_timeout, restore_timeout
 from rsauth._sessions import Sessions
 from rsauth._sources import Login
-from rsauth._sources.secret import admin_secret_arn
-from rsauth._sources.superuser import verify_superuser
 
 if TYPE_CHECKING:
     from redshift_connector.core import Connection
+
+    from rsauth._roles import NamespaceRoles
 
 __all__ = ["Connections", "Lookup", "Refused", "refused_error"]
 
@@ -155,6 +154,8 @@ class Connections:
 
     def admin_secret_arn(self, call: Call) -> str:
         """The ARN of the namespace's Redshift-managed admin secret, cached like the endpoint."""
+        from rsauth._sources.secret import admin_secret_arn  # the secret method's: on first use
+
         workgroup = self.workgroup(call)
         client = self._sessions.redshift_serverless(call.aws.session_key)
         context = call.aws.context
@@ -165,6 +166,8 @@ class Connections:
 
     def namespace_roles(self, call: Call, *, fresh: bool) -> NamespaceRoles:
         """The IAM roles of the workgroup's namespace, cached like the endpoint."""
+        from rsauth._roles import namespace_roles  # rsauth.etl's: loaded on first use
+
         namespace = self.workgroup(call).namespace
         client = self._sessions.redshift_serverless(call.aws.session_key)
         context = call.aws.context
@@ -325,11 +328,15 @@ class Connections:
                 if attempt >= self._connect_attempts or not is_transient(exc):
                     raise self._error(call, credentials, exc) from exc
             self._on_retry(attempt)
+            from rsauth._backoff import backoff  # only on a retry: loaded then
+
             self._sleep(backoff(attempt))
             attempt += 1
 
     def verify_superuser(self, connection: Connection, call: Call, login: Login) -> None:
         """Fail closed: unless ``connection`` is a superuser's, close it and raise."""
+        from rsauth._sources.superuser import verify_superuser  # the superuser method's
+
         verify_superuser(connection, user=login.user, target=call.options.target)
 
     def _error(self, call: Call, credentials: Credentials, exc: Exception) -> Exception:

@@ -44,7 +44,9 @@ def describe_expiry(expires_at: datetime | None, expires_in: float | None) -> st
     return f"{stamp} ({describe_remaining(expires_in)})"
 
 
-@dataclass(frozen=True)
+# repr=False: the class writes its own __repr__ (the password masked), and the one
+# dataclass would generate and discard costs import time.
+@dataclass(frozen=True, repr=False)
 class Credentials:
     """Everything needed to open one database session, as one immutable value.
 

@@ -16,9 +16,7 @@ or not its endpoint was cached (see ``SERVING``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -32,36 +30,31 @@ from rsauth._sources import AwsContext
 if TYPE_CHECKING:
     from mypy_boto3_redshift_serverless import RedshiftServerlessClient
 
+    from rsauth._roles import NamespaceRoles
+
 __all__ = [
     "DEFAULT_PORT",
     "Endpoints",
-    "NamespaceRoles",
     "Workgroup",
     "find_custom_domain",
-    "namespace_roles",
+    "get_namespace",
 ]
 
 DEFAULT_PORT = 5439
 
 
-@dataclass(frozen=True)
 class Workgroup:
-    """What ``GetWorkgroup`` says about one workgroup."""
+    """What ``GetWorkgroup`` says about one workgroup; never changed once made. (A plain
+    class: a frozen dataclass costs most of a millisecond to define at import.)"""
 
-    name: str
-    namespace: str
-    address: str
-    port: int
-    status: str
+    __slots__ = ("address", "name", "namespace", "port", "status")
 
-
-@dataclass(frozen=True)
-class NamespaceRoles:
-    """The IAM roles a namespace may use for COPY, UNLOAD and the like (``GetNamespace``)."""
-
-    namespace: str
-    default_role: str | None
-    roles: tuple[str, ...]
+    def __init__(self, *, name: str, namespace: str, address: str, port: int, status: str) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.address = address
+        self.port = port
+        self.status = status
 
 
 class Endpoints:
@@ -251,26 +244,3 @@ def get_namespace(
     )
     facts: Mapping[str, Any] = response["namespace"]
     return facts
-
-
-# Real GetNamespace answers iamRoles as "IamRole(applyStatus=in-sync, iamRoleArn=arn:...)";
-# the sandbox (and moto) as the bare ARN.
-_IAM_ROLE_ARN = re.compile(r"iamRoleArn=([^,)\s]+)")
-
-
-def namespace_roles(
-    client: RedshiftServerlessClient, *, namespace: str, context: AwsContext
-) -> NamespaceRoles:
-    """``defaultIamRoleArn`` and ``iamRoles`` of ``namespace`` (``GetNamespace``)."""
-    facts = get_namespace(client, namespace=namespace, context=context)
-    roles: list[str] = []
-    for entry in facts.get("iamRoles") or []:
-        match = _IAM_ROLE_ARN.search(entry)
-        arn = match.group(1) if match else entry.strip()
-        if arn and arn not in roles:
-            roles.append(arn)
-    return NamespaceRoles(
-        namespace=namespace,
-        default_role=facts.get("defaultIamRoleArn") or None,
-        roles=tuple(roles),
-    )

@@ -59,9 +59,11 @@ __all__ = [
 
 # Shift-out / shift-in around advice for Python callers only; never in user input.
 _PY_OPEN, _PY_CLOSE = "\x0e", "\x0f"
-_PYTHON_ONLY = re.compile(f"{_PY_OPEN}[^{_PY_CLOSE}]*{_PY_CLOSE}")
+# Both patterns are for the command line's wording (in_cli): compiled there, on first use
+# (re's cache), not at import.
+_PYTHON_ONLY = f"{_PY_OPEN}[^{_PY_CLOSE}]*{_PY_CLOSE}"
 # A keyword named in a message: ``name=`` then a quoted value, a bare value or nothing.
-_KEYWORD = re.compile(r"(?<![\w\-(])([a-z][a-z0-9_]*)=('[^']*'|[\w./:-]+)?")
+_KEYWORD = r"(?<![\w\-(])([a-z][a-z0-9_]*)=('[^']*'|[\w./:-]+)?"
 
 
 def python_only(text: str) -> str:
@@ -87,7 +89,7 @@ def in_cli(message: str, flags: Collection[str]) -> str:
             value = value.strip("'")
         return f"{option} {value}" if value else option
 
-    return _KEYWORD.sub(flag, _PYTHON_ONLY.sub("", message))
+    return re.sub(_KEYWORD, flag, re.sub(_PYTHON_ONLY, "", message))
 
 
 class RsauthError(Exception):

@@ -15,25 +15,23 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from rsauth._backoff import backoff
 from rsauth._cache import Lease, RefreshCache
-from rsauth._calls import DEFAULT_DATABASE, Call, CredentialKey, describe
+from rsauth._calls import DEFAULT_DATABASE, AwsSide, Call, CredentialKey, describe
 from rsauth._connections import Connections, Refused, refused_error
 from rsauth._errors import AccessDeniedError, ConfigurationError, RsauthError
 from rsauth._metrics import Attributes, Figures, attributes
 from rsauth._sessions import Sessions
 from rsauth._sources import Login
 from rsauth._sources.iam import IamSource
-from rsauth._sources.password import PasswordSource
-from rsauth._sources.secret import SecretSource
-from rsauth._sources.superuser import SuperuserSource
 
+# The other methods' sources (password, secret, superuser) are imported where they are
+# used: a process that makes only iam logins never loads them.
 if TYPE_CHECKING:
     from rsauth._fleet import RedisCache
+    from rsauth._sources.secret import SecretSource
 
 __all__ = ["Logins"]
 
@@ -87,6 +85,8 @@ class Logins:
         """The call's login: cached, refreshed ahead of expiry, fetched when due."""
         options = call.options
         if options.method == "password":
+            from rsauth._sources.password import PasswordSource
+
             return PasswordSource(options.user or "", options.password or "").load().value
         key = call.aws.key
         if options.method == "secret":
@@ -155,6 +155,8 @@ class Logins:
                 if attempt == attempts:
                     raise refused_error(call, exc, attempts) from exc.__cause__
                 self._on_retry(attempt)
+                from rsauth._backoff import backoff  # only on a retry: loaded then
+
                 self._sleep(backoff(attempt))
         if refused is not None:
             key = call.aws.key._replace(method=login.method)
@@ -215,7 +217,11 @@ class Logins:
         return fetched
 
     def _iam_source(self, call: Call) -> IamSource:
-        source = SuperuserSource if call.options.method == "superuser" else IamSource
+        source = IamSource
+        if call.options.method == "superuser":
+            from rsauth._sources.superuser import SuperuserSource
+
+            source = SuperuserSource
         return source(
             self._sessions.redshift_serverless(call.aws.session_key),
             workgroup=call.options.workgroup,
@@ -227,6 +233,8 @@ class Logins:
         )
 
     def _secret_source(self, call: Call) -> SecretSource:
+        from rsauth._sources.secret import SecretSource
+
         secret_id = call.options.secret_id or self._connections.admin_secret_arn(call)
         return SecretSource(
             self._sessions.secretsmanager(call.aws.session_key),
@@ -263,9 +271,15 @@ def login_attributes(key: CredentialKey) -> Attributes:
 
 
 def _as_secret(call: Call) -> Call:
-    options = replace(call.options, method="secret", fallback=False)
-    aws = replace(call.aws, key=call.aws.key._replace(method="secret"))
-    return replace(call, options=options, resolved_aws=aws)
+    aws = call.aws
+    return Call(
+        call.options.replace(method="secret", fallback=False),
+        call.profile,
+        AwsSide(
+            aws.identity, aws.region, aws.session_key, aws.context,
+            aws.key._replace(method="secret"), aws.endpoint_key,
+        ),
+    )
 
 
 def _same_login(a: Login, b: Login) -> bool:

@@ -24,7 +24,6 @@ import time
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import redshift_connector.core
@@ -32,14 +31,17 @@ import redshift_connector.core
 __all__ = ["Handshake", "handshake", "is_handshake_timeout"]
 
 
-@dataclass
 class Handshake:
-    """One connect's phases, filled in as they happen."""
+    """One connect's phases, filled in as they happen. (A plain class: a dataclass costs
+    more to define at import than this module's whole body.)"""
 
-    resume_timeout: float
-    sock: socket.socket | None = None
-    connected_at: float | None = None  # time.monotonic() when TCP connected
-    answered_at: float | None = None  # when the driver's connect returned
+    __slots__ = ("answered_at", "connected_at", "resume_timeout", "sock")
+
+    def __init__(self, resume_timeout: float) -> None:
+        self.resume_timeout = resume_timeout
+        self.sock: socket.socket | None = None
+        self.connected_at: float | None = None  # time.monotonic() when TCP connected
+        self.answered_at: float | None = None  # when the driver's connect returned
 
     @property
     def waited(self) -> float:

@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.session
@@ -45,6 +45,7 @@ from botocore.credentials import (
 )
 from botocore.exceptions import BotoCoreError, ProfileNotFound
 
+from rsauth._calls import SessionKey  # defined with the other keys
 from rsauth._config import checked_region
 from rsauth._errors import ConfigurationError, python_only
 
@@ -81,15 +82,6 @@ def _no_such_profile(profile: str | None, exc: ProfileNotFound) -> Configuration
         f"{given}: no such profile in the AWS config files; accepted: "
         f"{', '.join(existing) or 'none (no profile is configured)'}"
     )
-
-
-class SessionKey(NamedTuple):
-    """What tells sessions apart. Never holds a secret."""
-
-    profile: str | None
-    region: str
-    role_arn: str | None
-    db_roles: tuple[str, ...]
 
 
 class _AssumeRoleProvider(CredentialProvider):

@@ -55,7 +55,7 @@ from rsauth._errors import (
 
 if TYPE_CHECKING:
     from rsauth._broker import Broker
-    from rsauth._endpoint import NamespaceRoles
+    from rsauth._roles import NamespaceRoles
 
 __all__ = [
     "FORMATS",

@@ -31,6 +31,10 @@ LAZY_MODULES = (
     "asyncio", "tenacity", "difflib", "rsauth._async", "rsauth._fleet", "rsauth._cli",
     "rsauth.etl", "rsauth.sqlalchemy", "rsauth.sandbox", "rsauth.proxy", "rsauth.psycopg",
     "sqlalchemy", "redis", "cryptography", "psycopg",
+    # The other login methods' sources, the namespace roles rsauth.etl checks, and the
+    # backoff between retries.
+    "rsauth._sources.password", "rsauth._sources.secret", "rsauth._sources.superuser",
+    "rsauth._roles", "rsauth._backoff",
 )
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rsauth import ConfigurationError
-from rsauth._config import SETTINGS, UNSET, resolve, resolve_region
+from rsauth._config import (
+    SETTINGS,
+    UNSET,
+    Options,
+    is_region_name,
+    is_workgroup_name,
+    resolve,
+    resolve_region,
+)
 
 ROLE = "arn:aws:iam::123456789012:role/RedshiftAdmin"
 
@@ -195,6 +208,27 @@ def test_inconsistent_combinations(arguments: dict[str, Any], fragment: str) -> 
 def test_password_never_in_error_or_repr() -> None:
     options = resolve({"workgroup": "wg1", "user": "u", "password": "hunter2"}, {})
     assert "hunter2" not in repr(options)
+    assert "workgroup='wg1'" in repr(options)
+    assert "hunter2" not in repr(options.replace(method="secret"))
+
+
+def test_options_are_values() -> None:
+    # Part of cache keys: equal and hashed by their fields, the password included.
+    options = resolve({"workgroup": "wg1", "user": "u", "password": "hunter2"}, {})
+    same = Options(method="password", workgroup="wg1", user="u", password="hunter2")
+    assert options == same
+    assert hash(options) == hash(same)
+    assert options != Options(method="password", workgroup="wg1", user="u", password="other")
+    changed = options.replace(method="secret", fallback=True)
+    assert (changed.method, changed.fallback, changed.workgroup) == ("secret", True, "wg1")
+    assert options.method == "password"
+    with pytest.raises(AttributeError):
+        options.method = "iam"  # resolutions are cached and shared: read-only
+    assert copy.copy(options) == options
+    assert pickle.loads(pickle.dumps(options)) == options  # noqa: S301 - our own bytes
+    assert changed == Options(
+        method="secret", workgroup="wg1", user="u", password="hunter2", fallback=True
+    )
 
 
 def test_db_roles_from_list_and_string() -> None:
@@ -382,3 +416,27 @@ def test_a_malformed_region_is_a_configuration_error_naming_where_it_came_from(
         resolve_region(explicit, broker, environ, profile)
     assert named in str(info.value)
     assert "host label" in str(info.value)
+
+
+# The rules is_workgroup_name and is_region_name implement with str methods, as regexes.
+_WORKGROUP_RULE = re.compile(r"[a-z0-9-]{3,64}")
+_REGION_RULE = re.compile(r"(?![0-9]+\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# ASCII and look-alikes: a dotless i, the Kelvin sign, a superscript two, an Arabic-Indic
+# digit, a full-width hyphen, a newline.
+_NAME_ALPHABET = "aAzZ09-_. \n\u0131\u212a\u00b2\u0663\uff0d"
+
+
+@given(st.text(alphabet=_NAME_ALPHABET, max_size=70))
+def test_name_checks_agree_with_their_regexes(value: str) -> None:
+    assert is_workgroup_name(value) == bool(_WORKGROUP_RULE.fullmatch(value))
+    assert is_region_name(value) == bool(_REGION_RULE.fullmatch(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "a", "ab", "abc", "a" * 63, "a" * 64, "a" * 65, "-", "-a", "a-", "a-b", "123",
+     "1a", "eu-west-1", "EU-WEST-1", "us-gov-west-1", "eu-west-1\n", "\u0131\u0131", "ab\u00b2"],
+)
+def test_name_checks_at_the_edges(value: str) -> None:
+    assert is_workgroup_name(value) == bool(_WORKGROUP_RULE.fullmatch(value))
+    assert is_region_name(value) == bool(_REGION_RULE.fullmatch(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from types import FunctionType
 from typing import Any
 
 import pytest
+import redshift_connector
 from redshift_connector.error import (
     IntegrityError,
     InterfaceError,
@@ -21,6 +23,7 @@ from rsauth import ConfigurationError
 from rsauth._config import SETTING_NAMES
 from rsauth._driver import (
     DRIVER_CA_BUNDLE,
+    DRIVER_PARAMETERS,
     LOGIN_REFUSED,
     calling_module,
     check_driver_kwargs,
@@ -37,6 +40,12 @@ def refused(code: str = "28000", cls: type[Exception] = InterfaceError) -> Excep
     return cls(
         {"S": "FATAL", "C": code, "M": 'password authentication failed for user "IAM:alice"'}
     )
+
+
+def test_driver_parameters_are_the_signatures() -> None:
+    # Read off the code object at import; inspect.signature is the reference.
+    expected = frozenset(inspect.signature(redshift_connector.connect).parameters)
+    assert expected == DRIVER_PARAMETERS
 
 
 def test_known_driver_keywords_pass() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -10,6 +11,7 @@ import pytest
 
 from rsauth import ConfigurationError
 from rsauth._aws import as_utc, server_time
+from rsauth._sources import Login
 from rsauth._sources.iam import IamSource, lease_from_response
 from rsauth._sources.secret import parse_secret
 from rsauth._sources.superuser import SuperuserSource
@@ -65,6 +67,26 @@ def test_login_repr_hides_the_password(clock: FakeClock) -> None:
         response(clock.now + timedelta(seconds=900), None), method="iam", issued_local=clock.now
     )
     assert "pw-1" not in repr(lease)
+    assert "IAM:alice" in repr(lease)
+
+
+def test_a_login_is_read_only_and_compared_by_identity() -> None:
+    login = Login("IAM:alice", "pw-1", "iam")
+    with pytest.raises(AttributeError):
+        login.password = "x"
+    with pytest.raises(AttributeError):
+        del login.user
+    assert login != Login("IAM:alice", "pw-1", "iam")
+    assert len({login, Login("IAM:alice", "pw-1", "iam")}) == 2
+    later = login.with_expiry(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    assert (later.user, later.password, later.method) == ("IAM:alice", "pw-1", "iam")
+    assert later.expires_at == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert login.expires_at is None
+    copied = copy.copy(later)  # rebuilt through __init__, a login of its own
+    assert copied is not later
+    assert (copied.user, copied.password, copied.expires_at) == (
+        "IAM:alice", "pw-1", later.expires_at
+    )
 
 
 def test_iam_request_always_sends_db_name_and_duration(clock: FakeClock) -> None:

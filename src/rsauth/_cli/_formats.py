@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from rsauth._cli._context import CommandError
-from rsauth._config import CONTROL_CHARACTERS
+from rsauth._config import control_characters
 from rsauth._credentials import Credentials, describe_expiry
 from rsauth._driver import trusted_ca_file
 
@@ -120,7 +120,7 @@ def refuse_control_characters(
         "sslrootcert": sslrootcert or "",
     }
     for name, value in values.items():
-        if CONTROL_CHARACTERS.search(value):
+        if control_characters().search(value):
             raise CommandError(
                 f"the login's {name} holds a control character (newline, NUL or another "
                 f"character below U+0020 or from U+007F to U+009F), which cannot go into "

@@ -573,7 +573,7 @@ class RedisCache:
         if span is not None:
             if milliseconds / 1000 > span + 1 or left <= min(MANDATORY_MAX_SECONDS, span / 4):
                 return None
-            login = replace(login, expires_at=request.clock() + timedelta(seconds=left))
+            login = login.with_expiry(request.clock() + timedelta(seconds=left))
             lease: Lease[Login] = Lease(login, lifetime=left, span=span)
         else:
             if left <= _SECRET_MIN_LEFT:
