@@ -2,7 +2,9 @@
 process tier, timed in three kinds of process against one sandbox:
 
 - ``none``: the ``otel`` extra not installed (importing ``opentelemetry`` fails);
-- ``api``: the API installed, no meter provider set (the API's proxy meter);
+- ``api``: the API imported by the application, no meter provider set (the API's proxy
+  meter; rsauth creates its instruments only once the API is imported, so a process
+  where it is installed but never imported is the ``none`` case);
 - ``sdk``: the SDK's ``MeterProvider`` with an in-memory reader, collected at the end.
 
 The kinds alternate in every round, each round a fresh process, so drift on a shared
@@ -42,6 +44,8 @@ if kind == "none":
     sys.modules["opentelemetry"] = None  # as if the extra were not installed
 import rsauth
 reader = None
+if kind == "api":
+    import opentelemetry.metrics  # noqa: F401 - the application's, without a provider
 if kind == "sdk":
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
