@@ -55,6 +55,21 @@ def workers(redis_server: RedisServer) -> Iterator[list[tuple[Broker, Aws]]]:
         broker.close()
 
 
+def both_due_for_a_refresh(workers: list[tuple[Broker, Aws]]) -> None:
+    """Both workers hold pw-1, the first worker's AWS has pw-2 ready, and the clock stands
+    in the advisory window of the 900 s login."""
+    (first, first_aws), (second, second_aws) = workers
+    first_aws.credentials("pw-1")
+    first_aws.workgroup()
+    second_aws.workgroup()
+    first.credentials(workgroup="analytics")
+    second.credentials(workgroup="analytics")
+    clock = first._clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(650)
+    first_aws.credentials("pw-2")
+
+
 def test_a_login_one_worker_fetched_serves_the_other_without_aws(
     workers: list[tuple[Broker, Aws]], driver: FakeDriver
 ) -> None:
@@ -90,15 +105,7 @@ def test_a_refresh_ahead_replaces_the_shared_login_once_for_the_fleet(
     workers: list[tuple[Broker, Aws]], driver: FakeDriver
 ) -> None:
     (first, first_aws), (second, second_aws) = workers
-    first_aws.credentials("pw-1")
-    first_aws.workgroup()
-    second_aws.workgroup()
-    first.credentials(workgroup="analytics")
-    second.credentials(workgroup="analytics")
-    clock = first._clock
-    assert isinstance(clock, FakeClock)
-    clock.advance(650)  # both are in the advisory window of the 900 s login
-    first_aws.credentials("pw-2")
+    both_due_for_a_refresh(workers)
     # The worker refreshing does not take back the login it holds: it fetches anew...
     assert first.credentials(workgroup="analytics").password == "pw-2"
     # ...and the other worker takes that one from the store.
@@ -130,15 +137,7 @@ def test_a_worker_that_looked_just_before_another_published_takes_that_login(
     # than its own, and before it takes the lease another worker fetches, publishes and
     # releases. The lease is free, but the store has the fresh login: no second fetch.
     (first, first_aws), (second, second_aws) = workers
-    first_aws.credentials("pw-1")
-    first_aws.workgroup()
-    second_aws.workgroup()
-    first.credentials(workgroup="analytics")
-    second.credentials(workgroup="analytics")
-    clock = first._clock
-    assert isinstance(clock, FakeClock)
-    clock.advance(650)  # both are in the advisory window of the 900 s login
-    first_aws.credentials("pw-2")
+    both_due_for_a_refresh(workers)
     assert second._shared is not None
     store = second._shared._store
     acquire = store.acquire
