@@ -387,8 +387,10 @@ _OPTION_FIELDS: Final = (
 class Options:
     """The resolved, validated options of one call. ``method`` is never ``"auto"``.
 
-    Read-only (resolutions are cached and shared); equal and hashed by its values, so it
-    can be part of a cache key; ``repr`` leaves the password out. (Written out by hand:
+    Read-only (resolutions are cached and shared); equal and hashed by its values, as the
+    frozen dataclass it replaces was. Never part of a cache key: it may hold the password
+    (a resolution with a password is not cached, see :func:`resolve`). ``repr`` leaves
+    the password out. (Written out by hand:
     as a frozen dataclass or a NamedTuple it cost most of a millisecond to define at
     import.)
     """

@@ -273,11 +273,15 @@ def login_attributes(key: CredentialKey) -> Attributes:
 def _as_secret(call: Call) -> Call:
     aws = call.aws
     return Call(
-        call.options.replace(method="secret", fallback=False),
-        call.profile,
-        AwsSide(
-            aws.identity, aws.region, aws.session_key, aws.context,
-            aws.key._replace(method="secret"), aws.endpoint_key,
+        options=call.options.replace(method="secret", fallback=False),
+        profile=call.profile,
+        resolved_aws=AwsSide(
+            identity=aws.identity,
+            region=aws.region,
+            session_key=aws.session_key,
+            context=aws.context,
+            key=aws.key._replace(method="secret"),
+            endpoint_key=aws.endpoint_key,
         ),
     )
 

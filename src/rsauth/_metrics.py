@@ -6,10 +6,11 @@ another worker), read by ``Broker.stats()``. A cache hit adds nothing to that: t
 cache counts its own hits, and a Figures reads the cache's count when asked.
 
 OpenTelemetry gets the same numbers at collection time. rsauth never imports
-OpenTelemetry itself: an application that exports metrics has imported its API (the SDK
-and every exporter import ``opentelemetry.metrics``), and one that has not would pay
-about 10 ms on its first connect for nothing (the API is often installed as some other
-package's dependency). The first Figures made, or the first event counted, once
+OpenTelemetry itself: an application that exports metrics has imported its API (the
+SDK's meter provider is built on it: opentelemetry-sdk, ``opentelemetry/sdk/metrics/
+_internal/__init__.py``, ``from opentelemetry.metrics import ...``), and one that has
+not would pay about 10 ms on its first connect for nothing (the API is often installed
+as some other package's dependency). The first Figures made, or the first event counted, once
 ``opentelemetry.metrics`` is in ``sys.modules`` creates rsauth's instruments on
 ``metrics.get_meter("rsauth")``: observable
 counters and an observable gauge, whose callbacks sum the figures of every live

@@ -321,6 +321,8 @@ _LIVE: weakref.WeakSet[Sessions] = weakref.WeakSet()
 
 @atexit.register
 def _release_at_exit() -> None:
+    # BaseClient.close "closes underlying endpoint connections" (botocore/client.py):
+    # the pooled HTTPS connections; dropping the sessions frees the rest.
     for sessions in list(_LIVE):
         with contextlib.suppress(Exception):  # exiting: a client that fails to close is moot
             sessions.close()

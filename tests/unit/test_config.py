@@ -213,7 +213,8 @@ def test_password_never_in_error_or_repr() -> None:
 
 
 def test_options_are_values() -> None:
-    # Part of cache keys: equal and hashed by their fields, the password included.
+    # Values, as the frozen dataclass they replace: equal and hashed by their fields (the
+    # password included, which is why no cache key holds an Options).
     options = resolve({"workgroup": "wg1", "user": "u", "password": "hunter2"}, {})
     same = Options(method="password", workgroup="wg1", user="u", password="hunter2")
     assert options == same
